@@ -1,0 +1,1 @@
+"""Teachers (dual-stream open_clip, single-stream cross-encoder), the student, tokenizers."""
