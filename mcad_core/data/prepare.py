@@ -1,0 +1,45 @@
+"""The prepare stage's work: manifests per split, a dataset card and a contact sheet.
+
+The whole prepared folder is built in a temporary sibling and renamed into place at the
+end, so a failure never leaves a partial manifest and a previous good folder survives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mcad_core.data.card import dataset_card, write_contact_sheet
+from mcad_core.data.karpathy import load_karpathy
+from mcad_core.data.manifest import SOURCE_FILE, SPLITS, write_manifest
+from mcad_core.data.synthetic import generate_split, write_split
+from mcad_core.io import atomic_path, write_json
+from mcad_core.params import DataParams
+
+
+def prepare_dataset(data_params: DataParams, out_dir: Path, card_path: Path, contact_sheet_path: Path,
+                    progress: bool = True) -> dict:
+    """Build ``out_dir/{train,val,test}.jsonl`` and ``out_dir/source.json``; write the card and sheet; return the card."""
+    # Everything that can fail on bad input runs before the folder is touched.
+    if data_params.source == "synthetic":
+        syn = data_params.synthetic
+        sizes = {"train": syn.n_train, "val": syn.n_val, "test": syn.n_test}
+        scenes = {split: generate_split(split, sizes[split], data_params.seed, syn.image_size,
+                                        syn.captions_per_image, syn.max_objects) for split in SPLITS}
+        image_root, skipped = ".", None
+    else:
+        dataset = load_karpathy(data_params.karpathy, progress)
+        image_root, skipped = str(dataset.image_root), dataset.skipped_images
+
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        if data_params.source == "synthetic":
+            splits = {split: write_split(scenes[split], tmp, split, syn.image_size, progress) for split in SPLITS}
+        else:
+            splits = dataset.splits
+        for split, records in splits.items():
+            write_manifest(tmp / f"{split}.jsonl", records)
+        write_json(tmp / SOURCE_FILE, {"source": data_params.source, "image_root": image_root})
+        card = dataset_card(data_params.source, splits, skipped)
+        write_json(card_path, card)
+        write_contact_sheet(contact_sheet_path, tmp, splits["train"])
+    return card

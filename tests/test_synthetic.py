@@ -1,0 +1,148 @@
+"""The embedded scene generator: deterministic, captions true of their scenes, twins minimal pairs."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcad_core.data.manifest import write_manifest
+from mcad_core.data.synthetic import SPLITS, generate_split, manifest_record, render, write_split
+from mcad_core.data.vocabulary import COLOURS, RELATIONS, SHAPES, SIZES
+
+_PHRASE = re.compile(rf"\b({'|'.join(SIZES)}) ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
+_RELATION = re.compile(rf"\b({'|'.join(RELATIONS)})\b")
+_COUNT_WORDS = {"one": 1, "single": 1, "two shapes": 2, "three shapes": 3}
+
+
+def _write_dataset(out: Path, seed: int, sizes=(60, 20, 20), image_size: int = 32) -> None:
+    for split, n in zip(SPLITS, sizes):
+        items = generate_split(split, n, seed, image_size, 5, 3)
+        write_manifest(out / f"{split}.jsonl", write_split(items, out, split, image_size, progress=False))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_params_give_byte_identical_files_and_another_seed_differs(tmp_path: Path) -> None:
+    _write_dataset(tmp_path / "a", seed=3)
+    _write_dataset(tmp_path / "b", seed=3)
+    _write_dataset(tmp_path / "c", seed=4)
+    a, b, c = (_files(tmp_path / name) for name in "abc")
+    assert len(a) == 3 + 100 and a == b
+    assert a.keys() == c.keys()
+    assert a["train.jsonl"] != c["train.jsonl"]
+    assert sum(a[k] != c[k] for k in a if k.endswith(".png")) > 90
+
+
+def _records(seed: int, image_size: int, max_objects: int, n: int = 300) -> dict[str, list[dict]]:
+    return {
+        split: [manifest_record(item, "unused", image_size)
+                for item in generate_split(split, n, seed, image_size, 5, max_objects)]
+        for split in SPLITS
+    }
+
+
+def _centre(obj: dict) -> tuple[float, float]:
+    x0, y0, x1, y1 = obj["box"]
+    return (x0 + x1) / 2, (y0 + y1) / 2
+
+
+def _holds(subject: dict, relation: str, obj: dict) -> bool:
+    """``subject <relation> obj`` in image coordinates (y grows downwards), judged from box centres."""
+    (sx, sy), (ox, oy) = _centre(subject), _centre(obj)
+    dx, dy = ox - sx, oy - sy
+    main, other = {"left of": (dx, dy), "right of": (-dx, dy), "above": (dy, dx), "below": (-dy, dx)}[relation]
+    return main > 0 and abs(other) < main
+
+
+@pytest.mark.parametrize(("seed", "image_size", "max_objects"), [(0, 64, 3), (1, 32, 3), (2, 48, 2), (3, 64, 1)])
+def test_every_caption_is_true_of_its_scene(seed: int, image_size: int, max_objects: int) -> None:
+    converse_seen = False
+    for records in _records(seed, image_size, max_objects).values():
+        for rec in records:
+            objects = rec["objects"]
+            assert 1 <= len(objects) <= max_objects and len(rec["captions"]) == 5
+            by_phrase = {f"{o['size']} {o['colour']} {o['shape']}": o for o in objects}
+            assert len(by_phrase) == len(objects)  # no two objects read the same
+            if len(objects) >= 2:
+                rel = rec["relation"]
+                assert _holds(objects[rel["subject"]], rel["relation"], objects[rel["object"]])
+            for caption in rec["captions"]:
+                phrases = list(_PHRASE.finditer(caption))
+                # Every size, colour and shape word sits in a phrase that describes a real object ...
+                words = caption.replace(",", " ").replace(";", " ").split()
+                assert sum(w in COLOURS for w in words) == len(phrases), caption
+                assert sum(w in SHAPES for w in words) == len(phrases), caption
+                assert sum(w in SIZES for w in words) == len(phrases), caption
+                # ... and every object is described, exactly once.
+                assert sorted(m.group(0) for m in phrases) == sorted(by_phrase), caption
+                for words_, count in _COUNT_WORDS.items():
+                    if re.search(rf"\b{words_}\b", caption):
+                        assert len(objects) == count, caption
+                relations = list(_RELATION.finditer(caption))
+                assert len(relations) == (len(objects) >= 2), caption
+                for rel in relations:
+                    before = [m for m in phrases if m.end() <= rel.start()][-1]
+                    after = next(m for m in phrases if m.start() >= rel.end())
+                    subject, obj = by_phrase[before.group(0)], by_phrase[after.group(0)]
+                    assert _holds(subject, rel.group(1), obj), caption
+                    converse_seen |= subject is objects[1]
+    assert converse_seen == (max_objects >= 2)  # the converse phrasings were exercised
+
+
+def _facts(rec: dict) -> tuple[frozenset, tuple | None]:
+    """A scene's bindings: its (size, colour, shape) triples and its relation, read one canonical way."""
+    objects = rec["objects"]
+    triples = frozenset((o["size"], o["colour"], o["shape"]) for o in objects)
+    if "relation" not in rec:
+        return triples, None
+    rel = rec["relation"]
+    subj, obj, word = objects[rel["subject"]], objects[rel["object"]], rel["relation"]
+    if word in ("right of", "below"):  # "B right of A" is "A left of B"
+        subj, obj, word = obj, subj, RELATIONS[word]
+    return triples, ((subj["colour"], subj["shape"]), word, (obj["colour"], obj["shape"]))
+
+
+def _words(rec: dict) -> tuple[Counter, frozenset | None]:
+    """What a scene's captions can say, binding aside: its attribute words and its relation axis."""
+    words = Counter(w for o in rec["objects"] for w in (o["size"], o["colour"], o["shape"]))
+    axis = frozenset((rec["relation"]["relation"], RELATIONS[rec["relation"]["relation"]])) if "relation" in rec else None
+    return words, axis
+
+
+@pytest.mark.parametrize(("seed", "max_objects"), [(0, 3), (5, 2)])
+def test_twins_are_mutual_minimal_pairs_in_the_same_split(seed: int, max_objects: int) -> None:
+    kinds = Counter()
+    for records in _records(seed, 64, max_objects).values():
+        by_id = {r["image_id"]: r for r in records}
+        twinned = [r for r in records if r["twin"] is not None]
+        assert len(twinned) > 0.5 * len(records)
+        for rec in twinned:
+            twin = by_id[rec["twin"]]  # KeyError: twin not in the same split
+            assert twin["twin"] == rec["image_id"] and twin is not rec
+            assert len(twin["objects"]) == len(rec["objects"]) >= 2
+            assert _words(twin) == _words(rec)  # same words ...
+            (triples, relation), (twin_triples, twin_relation) = _facts(rec), _facts(twin)
+            assert (triples, relation) != (twin_triples, twin_relation)  # ... different binding
+            kinds["attribute" if triples != twin_triples else "relation"] += 1
+            # The twin's captions use the same phrase words too (templates differ, so compare sets).
+            phrase_words = {w for c in rec["captions"] for m in _PHRASE.finditer(c) for w in m.groups()}
+            assert phrase_words == {w for c in twin["captions"] for m in _PHRASE.finditer(c) for w in m.groups()}
+    assert kinds["attribute"] > 0 and kinds["relation"] > 0
+
+
+def test_render_draws_each_object_in_its_colour() -> None:
+    items = generate_split("val", 40, 7, 64, 5, 3)
+    for item in items:
+        pixels = render(item.scene, 64)
+        assert pixels.shape == (64, 64, 3) and pixels.dtype == np.uint8
+        for obj in item.scene.objects:
+            if obj.shape == "ring":  # hollow: its centre shows the background
+                continue
+            x, y = (int(round(c)) for c in obj.centre)
+            assert tuple(pixels[y, x]) == COLOURS[obj.colour], (item.image_id, obj)
