@@ -1,0 +1,137 @@
+"""The student's losses (DESIGN §4.4): L = w_itc·L_itc + w_dist·L_dist + w_feat·L_feat.
+
+Notation: f [B, D] / g [B, D] are the student's unit image / text features of a batch whose
+pairs are aligned by index (row i of f and row i of g form a ground-truth pair); v, t are the
+dual teacher's features; S̃ [B, B] the teacher logits (rows = images, columns = captions).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mcad_core.errors import McadError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def clip_loss(f: torch.Tensor, g: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """L_itc = ½[CE(s·f·gᵀ, diag) + CE(s·g·fᵀ, diag)], cross-entropies averaged over the batch.
+
+    ``logit_scale`` is s itself (open_clip's ``logit_scale.exp()``). Targets stay the plain
+    diagonal even when a batch holds two captions of one image or a pair of twins: those are
+    exactly the near-misses the model must learn to tell apart.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    logits = logit_scale * (f @ g.T)
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def teacher_logits(
+    v: torch.Tensor,
+    t: torch.Tensor,
+    tau_t: float,
+    m_pairs: torch.Tensor | None = None,
+    alpha: float = 0.0,
+    tau_m: float = 1.0,
+    m_mean: float = 0.0,
+) -> torch.Tensor:
+    """S̃_ij = v_i·t_j / τ_T + α·(m_ij − m̄) / τ_M (DESIGN §4.1), as a [B, B] tensor without grad.
+
+    m_pairs [B, B] holds the cached cross-encoder logits of the batch's pairs and NaN where a
+    pair has none; those entries keep the dual term alone (the cross term is neutral, as m̄ is).
+    With the feature channel on, the caller passes the modified features ṽ, t̃ as v, t.
+    """
+    import torch
+
+    with torch.no_grad():
+        logits = (v @ t.T) / tau_t
+        if m_pairs is not None and alpha != 0:
+            cross = (m_pairs.to(logits.dtype) - m_mean) / tau_m
+            logits = logits + alpha * torch.nan_to_num(cross, nan=0.0)
+    return logits
+
+
+def distribution_kd_loss(student_sim: torch.Tensor, teacher: torch.Tensor, tau_s: float) -> torch.Tensor:
+    """L_dist = τ_S² · ½[KL(p_i2t ‖ q_i2t) + KL(p_t2i ‖ q_t2i)] (DESIGN §4.4).
+
+    student_sim = f·gᵀ (cosines, rows = images); teacher = S̃, already divided by the teacher's
+    temperatures. p_i2t = softmax over each row of S̃, p_t2i = softmax over each column;
+    q likewise from f·gᵀ/τ_S. KL(p ‖ q) = Σ p (log p − log q): the teacher p is the target
+    (detached); each KL is summed over a distribution and averaged over the rows (respectively
+    columns), i.e. ``batchmean``. The τ_S² factor (Hinton et al., 2015) keeps the gradient's
+    size roughly independent of τ_S, since ∂KL/∂(f·gᵀ) carries a 1/τ_S and q − p itself
+    shrinks as 1/τ_S at high temperature.
+    """
+    import torch.nn.functional as F
+
+    z = student_sim / tau_s
+    p = teacher.detach().to(z.dtype)
+
+    def kl(student_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(
+            F.log_softmax(student_logits, dim=1),
+            F.log_softmax(target_logits, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+
+    return tau_s**2 * 0.5 * (kl(z, p) + kl(z.T, p.T))
+
+
+def feature_loss(
+    f_proj: torch.Tensor, v_target: torch.Tensor, g_proj: torch.Tensor, t_target: torch.Tensor
+) -> torch.Tensor:
+    """L_feat = mean_i(1 − cos(W_v f_i, ṽ_i)) + mean_j(1 − cos(W_t g_j, t̃_j)) (DESIGN §4.4).
+
+    The caller applies the training-only heads (f_proj = W_v f, g_proj = W_t g); targets are
+    detached, the teacher being frozen.
+    """
+    import torch.nn.functional as F
+
+    image_term = (1 - F.cosine_similarity(f_proj, v_target.detach().to(f_proj.dtype), dim=1)).mean()
+    text_term = (1 - F.cosine_similarity(g_proj, t_target.detach().to(g_proj.dtype), dim=1)).mean()
+    return image_term + text_term
+
+
+def mcad_loss(
+    f: torch.Tensor,
+    g: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    *,
+    teacher: torch.Tensor | None = None,
+    tau_s: float = 1.0,
+    f_proj: torch.Tensor | None = None,
+    v_target: torch.Tensor | None = None,
+    g_proj: torch.Tensor | None = None,
+    t_target: torch.Tensor | None = None,
+    w_itc: float = 1.0,
+    w_dist: float = 0.0,
+    w_feat: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """L = w_itc·L_itc + w_dist·L_dist + w_feat·L_feat, and its parts as floats for logging.
+
+    A term whose weight is 0 is neither computed nor reported, so its inputs may be None
+    (the ``contrastive`` variant needs no teacher at all). Parts are the unweighted terms
+    under keys ``itc``, ``dist``, ``feat``, plus ``loss`` (the weighted total).
+    """
+    if w_itc == 0 and w_dist == 0 and w_feat == 0:
+        raise McadError("distill: w_itc, w_dist and w_feat are all 0, there is nothing to train")
+    terms = {}
+    if w_itc != 0:
+        terms["itc"] = (w_itc, clip_loss(f, g, logit_scale))
+    if w_dist != 0:
+        if teacher is None:
+            raise McadError("distill: w_dist > 0 needs teacher logits")
+        terms["dist"] = (w_dist, distribution_kd_loss(f @ g.T, teacher, tau_s))
+    if w_feat != 0:
+        if f_proj is None or v_target is None or g_proj is None or t_target is None:
+            raise McadError("distill: w_feat > 0 needs projected student features and teacher targets")
+        terms["feat"] = (w_feat, feature_loss(f_proj, v_target, g_proj, t_target))
+    total = sum(w * value for w, value in terms.values())
+    parts = {name: value.item() for name, (_, value) in terms.items()}
+    parts["loss"] = total.item()
+    return total, parts

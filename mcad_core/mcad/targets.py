@@ -1,0 +1,48 @@
+"""Loading cached and fused teacher targets with their fingerprints checked.
+
+A cache records which teachers and manifest produced it; fused targets record which cache
+and fuse params. Reading either with anything changed upstream is an error, never a
+silent reuse of stale targets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mcad_core.errors import McadError
+from mcad_core.mcad.cache import cache_fingerprint, load_tensors, read_fingerprint
+
+if TYPE_CHECKING:
+    import torch
+
+FINGERPRINTS = "fingerprints.json"
+
+
+def teacher_fingerprints(teachers_dir: Path) -> dict[str, str]:
+    """The fingerprints the teachers stage recorded for the saved dual and cross teachers."""
+    path = Path(teachers_dir) / FINGERPRINTS
+    if not path.is_file():
+        raise McadError(f"{path}: not found (run the teachers stage first)")
+    return json.loads(path.read_text())
+
+
+def load_cache(cache_dir: Path, split: str, prepared_dir: Path, teachers_dir: Path, hard_k: int) -> dict[str, torch.Tensor]:
+    """A split's cached teacher outputs, refused if teachers, manifest or ``hard_k`` changed."""
+    fps = teacher_fingerprints(teachers_dir)
+    expected = cache_fingerprint(fps["dual"], fps["cross"], Path(prepared_dir) / f"{split}.jsonl", hard_k)
+    return load_tensors(Path(cache_dir) / f"{split}.safetensors", expected)
+
+
+def fused_fingerprint(cache_dir: Path, fuse_params: dict[str, Any]) -> dict[str, str]:
+    """Fused targets depend on the train cache (through its fingerprint) and the fuse params."""
+    cache_fp = read_fingerprint(Path(cache_dir) / "train.safetensors")
+    digest = hashlib.sha256(json.dumps(cache_fp, sort_keys=True).encode()).hexdigest()
+    return {"cache": digest, "fuse": json.dumps(fuse_params, sort_keys=True)}
+
+
+def load_fused(fused_dir: Path, cache_dir: Path, fuse_params: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Fused train targets, refused if the cache or the fuse params changed since ``fuse`` ran."""
+    return load_tensors(Path(fused_dir) / "train.safetensors", fused_fingerprint(cache_dir, fuse_params))

@@ -1,0 +1,207 @@
+"""Student distillation from cached / fused teacher targets (DESIGN §4.3-4.5).
+
+No teacher runs here: the dual teacher's features, the fused features and the shifted
+cross-encoder logits all come from the ``cache`` and ``fuse`` stages, so a distillation
+epoch costs about what a contrastive-only epoch costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mcad_core.mcad.variants import VARIANTS
+
+if TYPE_CHECKING:
+    import torch
+
+    from mcad_core.params import DistillParams
+
+
+@dataclass
+class DistillData:
+    """Everything a distillation run reads, as tensors (train split) plus val for monitoring."""
+
+    images: torch.Tensor          # uint8 [N_img, 3, H, W]
+    token_ids: torch.Tensor       # int32 [N_cap, ctx]
+    cap_image: torch.Tensor       # long [N_cap]
+    v: torch.Tensor               # teacher image targets [N_img, D] (raw or fused)
+    t: torch.Tensor               # teacher caption targets [N_cap, D] (raw or fused)
+    nbr: torch.Tensor             # long [N_img, K] hard neighbours
+    s_own: torch.Tensor | None    # shifted cross-encoder logits α(m − m̄)/τ_M of (image, first caption) [N_img]
+    s_img_nbr: torch.Tensor | None  # [N_img, K]: image i vs neighbour's first caption
+    s_nbr_img: torch.Tensor | None  # [N_img, K]: neighbour vs image i's first caption
+    val_images: torch.Tensor
+    val_token_ids: torch.Tensor
+    val_cap_image: torch.Tensor
+
+
+def encode_all(model: Any, images: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student embeddings of a whole split from uint8 images, in eval mode (BatchNorm statistics)."""
+    from mcad_core.models.student import encode_images_torch, encode_texts_torch
+
+    was_training = model.training
+    model.eval()
+    f, g = encode_images_torch(model, images.float() / 255), encode_texts_torch(model, token_ids)
+    model.train(was_training)
+    return f, g
+
+
+def DistillNet(student: Any, teacher_dim: int) -> Any:  # noqa: N802 - a module factory
+    """Student + training-only feature heads W_v, W_t (dropped at export), one forward for DDP.
+
+    The forward returns f, g, W_v f, W_t g and the logit scale, so every trained parameter is
+    reached from the outputs (DDP requires that).
+    """
+    import torch
+
+    class _Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.student = student
+            dim = student.config.embed_dim
+            self.head_v = torch.nn.Linear(dim, teacher_dim)
+            self.head_t = torch.nn.Linear(dim, teacher_dim)
+
+        def forward(self, images: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            f, g = self.student.encode_image(images), self.student.encode_text(ids)
+            return f, g, self.head_v(f), self.head_t(g), self.student.logit_scale.exp()
+
+    return _Net()
+
+
+def distill_student(variant: str, params: DistillParams, data: DistillData, vocab_size: int,
+                    ckpt_dir: Path, seed: int, device: str = "cpu",
+                    log: Callable[[dict[str, float], bool], None] | None = None,
+                    progress: bool = True, max_steps: int | None = None, rank: int = 0, world_size: int = 1) -> Any:
+    """Train the student for ``params.epochs``; resumes from ``ckpt_dir`` if it holds a checkpoint.
+
+    ``log(metrics, epoch_end)`` receives per-step losses and, at each epoch end, val retrieval.
+    ``max_steps`` stops early (used by tests to simulate a kill). Under ``torchrun`` each rank
+    takes its share of every epoch's batches and gradients are averaged by DDP.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from mcad_core.mcad.batches import PairBatchSampler, dense_pair_logits
+    from mcad_core.mcad.losses import mcad_loss, teacher_logits
+    from mcad_core.models.student import build_student
+    from mcad_core.retrieval import retrieval_metrics
+
+    spec = VARIANTS[variant]
+    torch.manual_seed(seed)
+    model = build_student(params.student, vocab_size).to(device)
+    modules = DistillNet(model, data.v.shape[1]).to(device)
+    opt = torch.optim.AdamW(modules.parameters(), lr=params.lr, weight_decay=0.05)
+    counts = torch.bincount(data.cap_image, minlength=len(data.images)).tolist()
+    sampler = PairBatchSampler(counts, min(params.batch_size, len(data.images)), hard_neighbours=data.nbr.numpy(),
+                               hard_batch_frac=params.hard_batch_frac if spec.distill else 0.0,
+                               seed=seed, rank=rank, world_size=world_size)
+    epoch_batches = [sampler.batches(e) for e in range(params.epochs)]
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=params.lr, total_steps=sum(map(len, epoch_batches)),
+                                                pct_start=0.1)
+    net = ddp_wrap(modules) if world_size > 1 else modules
+    start_epoch = _resume(ckpt_dir, modules, opt, sched)
+    w_dist = params.w_dist if spec.distill else 0.0
+    w_feat = params.w_feat if spec.distill else 0.0
+    step = sum(map(len, epoch_batches[:start_epoch]))
+    for epoch in range(start_epoch, params.epochs):
+        for batch in tqdm(epoch_batches[epoch], desc=f"distill {variant} epoch {epoch + 1}/{params.epochs}",
+                          disable=not progress, mininterval=1.0):
+            img, cap = torch.from_numpy(batch.images), torch.from_numpy(batch.captions)
+            f, g, f_proj, g_proj, scale = net(data.images[img].to(device).float() / 255, data.token_ids[cap].to(device))
+            v_tgt, t_tgt = data.v[img].to(device), data.t[cap].to(device)
+            t_logits = None
+            if w_dist > 0:
+                m_pairs = dense_pair_logits(img, batch.cached, data.nbr, data.s_img_nbr, data.s_nbr_img,
+                                            data.s_own).to(device) if spec.fused_scores else None
+                t_logits = teacher_logits(v_tgt, t_tgt, params.tau_t, m_pairs=m_pairs, alpha=1.0)
+            loss, parts = mcad_loss(
+                f, g, scale, teacher=t_logits, tau_s=params.tau_s,
+                f_proj=f_proj, v_target=v_tgt, g_proj=g_proj, t_target=t_tgt,
+                w_itc=params.w_itc, w_dist=w_dist, w_feat=w_feat,
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(modules.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, 4.6052)
+            step += 1
+            if log is not None:
+                log({f"train/{k}": v for k, v in parts.items()}, False)
+            if max_steps is not None and step >= max_steps:
+                return model
+        if rank == 0:
+            fv, gv = encode_all(model, data.val_images.to(device), data.val_token_ids.to(device))
+            val = retrieval_metrics(fv, gv, data.val_cap_image)
+            _save_checkpoint(ckpt_dir, modules, opt, sched, epoch + 1)
+            if log is not None:
+                log({"val/t2i_r1": val["t2i_r1"], "val/i2t_r1": val["i2t_r1"], "val/rsum": val["rsum"]}, True)
+    return model
+
+
+def _save_checkpoint(ckpt_dir: Path, modules: Any, opt: Any, sched: Any, epoch: int) -> None:
+    import torch
+
+    from mcad_core.io import atomic_path
+
+    state = {"modules": modules.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+             "epoch": epoch, "rng": torch.get_rng_state()}
+    with atomic_path(ckpt_dir / "last.pt") as tmp:
+        torch.save(state, tmp)
+
+
+def _resume(ckpt_dir: Path, modules: Any, opt: Any, sched: Any) -> int:
+    import torch
+
+    path = ckpt_dir / "last.pt"
+    if not path.is_file():
+        return 0
+    state = torch.load(path, weights_only=False)
+    modules.load_state_dict(state["modules"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    torch.set_rng_state(state["rng"])
+    return int(state["epoch"])
+
+
+def ddp_wrap(modules: Any) -> Any:
+    """Wrap for DistributedDataParallel (the process group is already initialised by the caller)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(modules, find_unused_parameters=True)
+
+
+def build_distill_data(variant: str, train_records: list[dict], val_records: list[dict], prepared_dir: Path,
+                       image_size: int, tokenizer: Any, cache: dict, fused: dict | None,
+                       progress: bool = True) -> DistillData:
+    """Assemble a variant's training tensors: the dual teacher's targets, or the fused ones."""
+    import torch
+
+    from mcad_core.data.images import load_images_uint8
+    from mcad_core.data.manifest import flatten_captions
+    from mcad_core.mcad.fusion import first_caption_index
+
+    spec = VARIANTS[variant]
+    captions, cap_image = flatten_captions(train_records)
+    val_captions, val_cap_image = flatten_captions(val_records)
+    n_img = len(train_records)
+    feats = fused if spec.fused_features else cache
+    shifts = fused if spec.fused_scores else None
+    ref = first_caption_index(torch.tensor(cap_image), n_img)
+    return DistillData(
+        images=torch.from_numpy(load_images_uint8(prepared_dir, train_records, image_size, progress)),
+        token_ids=torch.from_numpy(tokenizer.encode(captions)),
+        cap_image=torch.tensor(cap_image),
+        v=feats["v"].float(), t=feats["t"].float(), nbr=cache["nbr"].long(),
+        s_own=None if shifts is None else shifts["s_own"][ref],
+        s_img_nbr=None if shifts is None else shifts["s_img_nbr"],
+        s_nbr_img=None if shifts is None else shifts["s_nbr_img"],
+        val_images=torch.from_numpy(load_images_uint8(prepared_dir, val_records, image_size, progress)),
+        val_token_ids=torch.from_numpy(tokenizer.encode(val_captions)),
+        val_cap_image=torch.tensor(val_cap_image),
+    )

@@ -1,0 +1,94 @@
+"""Both teachers behind one entry point: build (train or load) them, save them, load them back.
+
+``models/teachers/`` holds ``dual/`` (an open_clip checkpoint), ``single/`` (the embedded region
+cross-encoder's folder, or ``blip.json`` naming a BLIP model or folder) and
+``fingerprints.json``, which downstream stages compare with their caches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mcad_core.errors import McadError
+from mcad_core.io import atomic_path, write_json
+
+if TYPE_CHECKING:
+    from mcad_core.models.teacher_api import CrossEncoderTeacher, DualTeacher
+    from mcad_core.params import TeachersParams
+
+EMBEDDED_SINGLE = "region"
+BLIP_FILE = "blip.json"
+
+
+def load_cross_teacher(folder: str | Path, device: str = "cpu") -> CrossEncoderTeacher:
+    """The single-stream teacher saved by the teachers stage."""
+    folder = Path(folder)
+    if (folder / BLIP_FILE).is_file():
+        from mcad_core.models.blip import load_blip_teacher
+
+        return load_blip_teacher(json.loads((folder / BLIP_FILE).read_text())["source"], device)
+    from mcad_core.models.region.teacher import RegionCrossEncoder
+
+    return RegionCrossEncoder.load(folder, device)
+
+
+def load_teachers(folder: str | Path, device: str = "cpu") -> tuple[DualTeacher, CrossEncoderTeacher]:
+    """Both saved teachers (the cache stage's entry point)."""
+    from mcad_core.models.dual import load_saved_dual_teacher
+
+    folder = Path(folder)
+    return load_saved_dual_teacher(folder / "dual", device), load_cross_teacher(folder / "single", device)
+
+
+def build_dual(params: TeachersParams, train: list[dict], val: list[dict], prepared_dir: Path, out: Path,
+               ckpt_dir: Path, seed: int, device: str) -> tuple[DualTeacher, dict[str, Any]]:
+    """Load the dual teacher (pretrained or random) and train / fine-tune it when epochs > 0."""
+    from mcad_core.models.dual import load_dual_teacher, save_dual_teacher, train_dual_teacher
+
+    cfg = params.dual
+    teacher = load_dual_teacher(cfg.model, cfg.pretrained, device, seed=seed)
+    if cfg.pretrained is None and cfg.epochs == 0:
+        raise McadError("teachers.dual.epochs: 0 with pretrained: null would use a random teacher")
+    summary = train_dual_teacher(teacher, train, prepared_dir, cfg.epochs, cfg.batch_size, cfg.lr, ckpt_dir, seed,
+                                 device=device, val_records=val)
+    save_dual_teacher(teacher, out)
+    return teacher, summary
+
+
+def build_single(params: TeachersParams, train: list[dict], val: list[dict], prepared_dir: Path, out: Path,
+                 ckpt_dir: Path, seed: int, device: str) -> tuple[CrossEncoderTeacher, dict[str, Any]]:
+    """The embedded region cross-encoder (trained here, or loaded from ``pretrained``), or BLIP as is."""
+    cfg = params.single
+    if cfg.model != EMBEDDED_SINGLE:
+        from mcad_core.models.blip import load_blip_teacher
+
+        teacher = load_blip_teacher(cfg.model, device)
+        if cfg.epochs > 0:
+            raise McadError("teachers.single.epochs: fine-tuning BLIP is not supported; set it to 0")
+        with atomic_path(out) as tmp:
+            tmp.mkdir()
+            write_json(tmp / BLIP_FILE, {"source": cfg.model})
+        return teacher, {}
+    from mcad_core.models.region.teacher import RegionCrossEncoder
+    from mcad_core.models.region.train import train_region_teacher
+
+    if cfg.pretrained is not None:
+        if cfg.epochs > 0:
+            raise McadError("teachers.single.epochs: the region teacher is used as is when pretrained is set; set 0")
+        teacher = RegionCrossEncoder.load(cfg.pretrained, device)
+        with atomic_path(out) as tmp:
+            teacher.save(tmp)
+        return teacher, {}
+    if cfg.epochs == 0:
+        raise McadError("teachers.single.epochs: 0 with pretrained: null would use an untrained teacher")
+    summary = train_region_teacher(train, prepared_dir, val, {"model": None, "epochs": cfg.epochs,
+                                                              "batch_size": cfg.batch_size, "lr": cfg.lr},
+                                   out, device=device, seed=seed, checkpoint_dir=ckpt_dir)
+    return RegionCrossEncoder.load(out, device), summary
+
+
+def write_fingerprints(folder: Path, dual: DualTeacher, cross: CrossEncoderTeacher) -> None:
+    """Record both teachers' fingerprints for the cache checks downstream."""
+    write_json(folder / "fingerprints.json", {"dual": dual.fingerprint(), "cross": cross.fingerprint()})

@@ -1,0 +1,57 @@
+"""Stage `distill@<variant>`: train the student from cached / fused teacher targets (DESIGN §4)."""
+
+import os
+from pathlib import Path
+
+import click
+
+from mcad_core.cli import one_line_errors, params_option
+from mcad_core.params import load_params
+
+PREPARED = Path("data/prepared")
+TEACHERS = Path("models/teachers")
+CACHE = Path("data/cache")
+FUSED = Path("data/fused")
+
+
+@click.command()
+@click.option("--variant", required=True, help="contrastive | dual_kd | mcad | mcad_dist | mcad_feat")
+@params_option
+@one_line_errors
+def main(variant: str, params_path: str) -> None:
+    """Distill one student variant; resumes from its checkpoint when re-run after a kill.
+
+    Under `torchrun --nproc_per_node N stages/distill.py --variant mcad` it trains with DDP.
+    """
+    from mcad_core.checkpoint import checkpoint_dir, run_key
+    from mcad_core.data.manifest import flatten_captions, read_manifest
+    from mcad_core.mcad.distributed import distributed_context
+    from mcad_core.mcad.targets import load_cache, load_fused, teacher_fingerprints
+    from mcad_core.mcad.train import build_distill_data, distill_student
+    from mcad_core.mcad.variants import VARIANTS
+    from mcad_core.models.student import StudentTokenizer, load_config, save_student
+    from mcad_core.tracking import live_logger
+
+    params = load_params(params_path)
+    if variant not in VARIANTS:
+        raise click.BadParameter(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    train, val = read_manifest(PREPARED / "train.jsonl"), read_manifest(PREPARED / "val.jsonl")
+    config = load_config(params.distill.student)
+    tokenizer = StudentTokenizer.train(flatten_captions(train)[0], context_length=config.text.context_length)
+    cache = load_cache(CACHE, "train", PREPARED, TEACHERS, params.cache.hard_k)
+    fused = load_fused(FUSED, CACHE, params.fuse.model_dump(by_alias=True)) if variant.startswith("mcad") else None
+    data = build_distill_data(variant, train, val, PREPARED, config.image.image_size, tokenizer, cache, fused)
+    key = run_key(variant, params.seed, params.distill.model_dump(exclude={"variants"}),
+                  params.fuse.model_dump(by_alias=True), teacher_fingerprints(TEACHERS))
+    ckpt = checkpoint_dir(Path("models/checkpoints") / variant, key)
+    with distributed_context(params.device) as (rank, world, device):
+        with live_logger(Path("reports/live") / variant, resume=(ckpt / "last.pt").is_file(), enabled=rank == 0) as log:
+            model = distill_student(variant, params.distill, data, tokenizer.vocab_size, ckpt, params.seed,
+                                    device=device, log=log, rank=rank, world_size=world)
+        if rank == 0:
+            save_student(model.cpu(), tokenizer, Path("models/student") / variant)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

@@ -1,0 +1,45 @@
+"""Stage `teachers`: the dual-stream and single-stream teachers (DESIGN §3)."""
+
+from pathlib import Path
+
+import click
+
+from mcad_core.cli import one_line_errors, params_option
+from mcad_core.params import load_params
+
+PREPARED = Path("data/prepared")
+OUT = Path("models/teachers")
+CKPT = Path("models/checkpoints/teachers")
+
+
+@click.command()
+@params_option
+@one_line_errors
+def main(params_path: str) -> None:
+    """Train (or load) both teachers, save them, and report their test retrieval in reports/teachers.json."""
+    import json
+
+    from mcad_core.checkpoint import checkpoint_dir, run_key
+    from mcad_core.data.manifest import read_manifest
+    from mcad_core.io import write_json
+    from mcad_core.mcad.cache import file_sha256
+    from mcad_core.models.teachers import build_dual, build_single, write_fingerprints
+    from mcad_core.teacher_eval import teacher_report
+
+    params = load_params(params_path)
+    train, val, test = (read_manifest(PREPARED / f"{s}.jsonl") for s in ("train", "val", "test"))
+    key = run_key(params.seed, params.teachers.model_dump(), file_sha256(PREPARED / "train.jsonl"))
+    ckpt = checkpoint_dir(CKPT, key)
+    dual, dual_summary = build_dual(params.teachers, train, val, PREPARED, OUT / "dual", ckpt / "dual",
+                                    params.seed, params.device)
+    cross, single_summary = build_single(params.teachers, train, val, PREPARED, OUT / "single", ckpt / "single",
+                                         params.seed, params.device)
+    write_fingerprints(OUT, dual, cross)
+    report = teacher_report(dual, cross, test, PREPARED, params.teachers.rerank_k)
+    write_json("reports/teachers.json", report)
+    click.echo(json.dumps({"training": {"dual": dual_summary, "single": single_summary}, "test": report},
+                          indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Params are declared once and validated once: every mistake is one line naming the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mcad_core.errors import McadError
+from mcad_core.mcad.variants import VARIANTS
+from mcad_core.params import Params, Variant, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_equal_declared_defaults():
+    assert load_params(ROOT / "params.yaml") == Params()
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"data": {"synthetic": {"n_trian": 5}}}, "unknown key 'data.synthetic.n_trian'"),
+    ({"data": {"synthetic": {"n_train": "5"}}}, "'data.synthetic.n_train'"),
+    ({"data": {"synthetic": {"n_train": 0}}}, "greater than 0"),
+    ({"data": {"source": "coco"}}, "'data.source'"),
+    ({"distill": {"variants": ["mcad", "nope"]}}, "'distill.variants.1'"),
+    ({"fuse": {"lambda": -1}}, "'fuse.lambda'"),
+    ({"bench": {"threads": 2}}, "'bench.threads'"),
+    ({"mystery": 1}, "unknown key 'mystery'"),
+])
+def test_bad_params_name_the_key(raw, needle):
+    with pytest.raises(McadError) as err:
+        parse_params(raw, "params.yaml")
+    message = str(err.value)
+    assert needle in message and message.startswith("params.yaml: ") and "\n" not in message
+
+
+def test_lambda_is_read_under_its_yaml_name():
+    assert parse_params({"fuse": {"lambda": 0.25}}).fuse.lambda_ == 0.25
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(McadError, match="params file not found"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(McadError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_every_declared_variant_has_a_spec():
+    assert set(Variant.__args__) == set(VARIANTS)
+
+
+def test_real_data_params_file_is_valid():
+    for path in ROOT.glob("configs/*.yaml"):
+        parse_params(yaml.safe_load(path.read_text()), str(path))
