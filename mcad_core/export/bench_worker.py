@@ -1,0 +1,133 @@
+"""The on-device side of the benchmark, run as a fresh process: ``python bench_worker.py MODE ...``.
+
+A phone process holds the LiteRT interpreter, the tokenizer and the gallery, not
+torch; its peak RSS is only meaningful in a process that never imported torch.
+``import mcad_core`` does (its torchvision shim), so when run as a script this file
+registers a bare ``mcad_core`` package first and imports only the light modules
+(numpy, tokenizers, ai_edge_litert). It prints one JSON object on stdout; a
+McadError becomes its message on stderr and exit status 2.
+
+Modes:
+  smoke MODEL NPY                    load, allocate, invoke once on the saved sample
+  encoder MODEL NPY THREADS RUNS WARMUP
+  search TEXT_MODEL TOKENIZER QUERIES_JSON GALLERY_SIZE THREADS RUNS WARMUP TOPK SEED
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+import types
+from pathlib import Path
+
+if __name__ == "__main__" and "mcad_core" not in sys.modules:
+    _pkg = types.ModuleType("mcad_core")
+    _pkg.__path__ = [str(Path(__file__).resolve().parents[1])]
+    sys.modules["mcad_core"] = _pkg
+    sys.path.pop(0)  # this folder: its modules must load as mcad_core.export.*, never as top-level names
+
+import numpy as np  # noqa: E402
+
+from mcad_core.errors import McadError  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set of this process (VmHWM; ru_maxrss where /proc is absent)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timing_stats(seconds: list[float]) -> dict[str, float]:
+    """mean / p50 / p90 / min in ms, as benchmark_model reports steady state."""
+    ms = np.asarray(seconds) * 1e3
+    return {"mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)),
+            "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min())}
+
+
+def _load(model: str, threads: int) -> tuple[object, float]:
+    from mcad_core.export.tflite import TFLiteEncoder
+
+    start = time.perf_counter()
+    enc = TFLiteEncoder(model, num_threads=threads)
+    return enc, (time.perf_counter() - start) * 1e3
+
+
+def smoke(model: str, npy: str) -> dict:
+    enc, _ = _load(model, 1)
+    emb = enc.encode_one(np.load(npy)[0])
+    if not np.all(np.isfinite(emb)):
+        raise McadError(f"{model}: non-finite output")
+    return {"ok": True}
+
+
+def encoder(model: str, npy: str, threads: int, runs: int, warmup: int) -> dict:
+    """benchmark_model's numbers for one tower: init, first inference, warm-up, steady state."""
+    sample = np.load(npy)[0]
+    enc, init_ms = _load(model, threads)
+    start = time.perf_counter()
+    enc.encode_one(sample)
+    first_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup):
+        enc.encode_one(sample)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        enc.encode_one(sample)
+        times.append(time.perf_counter() - start)
+    return {"init_ms": init_ms, "first_ms": first_ms, **timing_stats(times), "peak_rss_mb": peak_rss_mb()}
+
+
+def search(text_model: str, tokenizer: str, queries_json: str, gallery_size: int, threads: int, runs: int,
+           warmup: int, topk: int, seed: int) -> dict:
+    """One query end to end: tokenize + encode (TFLite) + top-k over an int8 gallery; split timings say
+    which part dominates."""
+    from mcad_core.export.search import search_topk, synthetic_gallery
+    from mcad_core.models.student_tokenizer import StudentTokenizer
+
+    tok = StudentTokenizer.load(tokenizer)
+    enc, init_ms = _load(text_model, threads)
+    gallery = synthetic_gallery(gallery_size, enc.embed_dim, seed)
+    queries = json.loads(Path(queries_json).read_text())
+    parts: dict[str, list[float]] = {"tokenize": [], "encode": [], "topk": [], "total": []}
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        ids = tok.encode(queries[i % len(queries)])
+        t1 = time.perf_counter()
+        emb = enc.encode_one(ids)
+        t2 = time.perf_counter()
+        search_topk(emb, gallery, topk)
+        t3 = time.perf_counter()
+        if i >= warmup:
+            for name, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                parts[name].append(dt)
+    return {"init_ms": init_ms, **timing_stats(parts["total"]),
+            "breakdown_mean_ms": {k: float(np.mean(v) * 1e3) for k, v in parts.items() if k != "total"},
+            "gallery_mb": gallery.nbytes / 2**20, "peak_rss_mb": peak_rss_mb(),
+            "torch_loaded": "torch" in sys.modules}
+
+
+def main(argv: list[str]) -> int:
+    modes = {"smoke": (smoke, (str, str)),
+             "encoder": (encoder, (str, str, int, int, int)),
+             "search": (search, (str, str, str, int, int, int, int, int, int))}
+    if not argv or argv[0] not in modes or len(argv) - 1 != len(modes[argv[0]][1]):
+        print(__doc__, file=sys.stderr)
+        return 2
+    func, types_ = modes[argv[0]]
+    try:
+        result = func(*(t(a) for t, a in zip(types_, argv[1:])))
+    except McadError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

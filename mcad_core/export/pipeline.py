@@ -1,0 +1,113 @@
+"""The export stage's work: calibrate, convert, then measure what quantization cost.
+
+Parity (cosine to PyTorch) is measured on the val split, retrieval (R@K with TFLite
+embeddings vs PyTorch) on the test split, so calibration (train), parity and the
+reported drop never share samples.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mcad_core.errors import McadError
+from mcad_core.export.search import quantize_gallery
+from mcad_core.export.tflite import TFLiteEncoder, export_student, model_filename, parity
+
+if TYPE_CHECKING:
+    from mcad_core.models.student_tokenizer import StudentTokenizer
+
+
+def load_image_array(prepared_dir: str | Path, records: list[dict], size: int) -> np.ndarray:
+    """Manifest images as float32 [N, 3, size, size] in [0, 1] (the image tower's input)."""
+    from tqdm import tqdm
+
+    from mcad_core.data.manifest import image_path, load_image
+
+    out = np.empty((len(records), 3, size, size), np.float32)
+    for i, rec in enumerate(tqdm(records, desc="load images", leave=False)):
+        im = load_image(prepared_dir, rec)
+        if im.size != (size, size):
+            raise McadError(f"{image_path(prepared_dir, rec)}: image is {im.size[0]}x{im.size[1]}, "
+                            f"the student expects {size}x{size}")
+        out[i] = np.asarray(im, np.float32).transpose(2, 0, 1) / 255.0
+    return out
+
+
+def calibration_set(prepared_dir: str | Path, tokenizer: StudentTokenizer, n: int, seed: int, size: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random train images and one random caption of each: full-int8 activation ranges."""
+    from mcad_core.data.manifest import read_manifest
+
+    records = read_manifest(Path(prepared_dir) / "train.jsonl")
+    rng = np.random.default_rng(seed)
+    picked = [records[i] for i in rng.choice(len(records), size=min(n, len(records)), replace=False)]
+    captions = [rec["captions"][rng.integers(len(rec["captions"]))] for rec in picked]
+    return load_image_array(prepared_dir, picked, size), tokenizer.encode(captions)
+
+
+def _split_inputs(prepared_dir: Path, split: str, tokenizer: StudentTokenizer, size: int
+                  ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    from mcad_core.data.manifest import flatten_captions, read_manifest
+
+    records = read_manifest(prepared_dir / f"{split}.jsonl")
+    captions, image_index = flatten_captions(records)
+    return load_image_array(prepared_dir, records, size), tokenizer.encode(captions), image_index
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: round(float(v), 2) for k, v in metrics.items()}
+
+
+def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path, formats: list[str],
+               calib_samples: int, seed: int) -> dict:
+    """Export the student in ``student_dir`` to ``out_dir`` and return the export report."""
+    import torch
+
+    from mcad_core.models.student import encode_images_torch, encode_texts_torch, load_student, params_m
+    from mcad_core.retrieval import retrieval_metrics
+
+    prepared_dir = Path(prepared_dir)
+    model, tokenizer = load_student(student_dir)
+    size = model.image_tower.image_size
+    calib_images, calib_ids = calibration_set(prepared_dir, tokenizer, calib_samples, seed, size)
+    files = export_student(model, tokenizer, out_dir, formats, calib_images, calib_ids)
+
+    splits = {s: _split_inputs(prepared_dir, s, tokenizer, size) for s in ("val", "test")}
+    ref = {s: (encode_images_torch(model, torch.from_numpy(im)).numpy(),
+               encode_texts_torch(model, torch.from_numpy(ids)).numpy()) for s, (im, ids, _) in splits.items()}
+    test_index = splits["test"][2]
+    torch_r = retrieval_metrics(*ref["test"], test_index)
+    gallery_int8 = quantize_gallery(ref["test"][0]).dequantize()
+    report: dict = {
+        "params_m": round(params_m(model), 3), "calib_samples": len(calib_images),
+        "torch": {"test": _rounded(torch_r)},
+        "torch_int8_gallery": {"test": _rounded(retrieval_metrics(gallery_int8, ref["test"][1], test_index)),
+                               "storage": "image embeddings int8 with per-vector scale, text fp32"},
+        "formats": {},
+    }
+    threads = min(4, os.cpu_count() or 1)
+    for fmt in formats:
+        entry: dict = {}
+        emb: dict[str, dict[str, np.ndarray]] = {"val": {}, "test": {}}
+        for tower, col in (("image", 0), ("text", 1)):
+            status = files[tower][fmt]
+            entry[tower] = dict(status)
+            if status["status"] != "ok":
+                continue
+            path = Path(out_dir) / model_filename(tower, fmt)
+            enc = TFLiteEncoder(path, num_threads=threads)
+            for split, inputs in splits.items():
+                emb[split][tower] = enc.encode(inputs[col], progress=True)
+            entry[tower].update(parity(path, emb["val"][tower], ref["val"][col]))
+        if len(emb["test"]) == 2:
+            tflite_r = retrieval_metrics(emb["test"]["image"], emb["test"]["text"], test_index)
+            entry["test"] = _rounded(tflite_r)
+            entry["drop_vs_torch"] = {k: round(torch_r[k] - tflite_r[k], 2) for k in ("t2i_r1", "i2t_r1", "rsum")}
+        else:
+            entry["test"] = None  # a tower of this format failed: its reason is in entry[tower]
+        report["formats"][fmt] = entry
+    return report

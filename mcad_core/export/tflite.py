@@ -1,0 +1,212 @@
+"""Student -> TFLite (fp32, dynamic-range int8, full int8) and the LiteRT runtime wrapper.
+
+Route (ENVIRONMENT.md, measured): ``litert_torch.convert(...).export`` for fp32, then
+``ai_edge_quantizer`` recipes ``dynamic_wi8_afp32`` (int8 weights) and
+``static_wi8_ai8`` + calibration (int8 weights and activations). No TensorFlow.
+Each tower is exported separately, at batch 1, so each file is what a phone
+loads for one query.
+
+torch, litert_torch and ai_edge_quantizer are imported inside functions: this
+module is also loaded by the torch-free search process (``bench_worker``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mcad_core.errors import McadError
+
+if TYPE_CHECKING:
+    from mcad_core.models.student import StudentModel
+    from mcad_core.models.student_tokenizer import StudentTokenizer
+
+FORMATS = ("fp32", "dynamic_int8", "full_int8")
+TOWERS = ("image", "text")
+WORKER = Path(__file__).with_name("bench_worker.py")
+
+
+def model_filename(tower: str, fmt: str) -> str:
+    """``image_fp32.tflite`` etc.: the one naming rule shared by export and bench."""
+    return f"{tower}_{fmt}.tflite"
+
+
+class TFLiteEncoder:
+    """One exported tower in the LiteRT interpreter: inputs batch -> float32 embeddings.
+
+    The files are converted at batch 1 (reshapes are static), so a batch is a
+    loop of batch-1 invokes, which is also how a phone serves single queries.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise McadError(f"{self.path}: TFLite model not found")
+        try:
+            self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            raise McadError(f"{self.path}: not a loadable TFLite model ({_one_line(err)})") from None
+        inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise McadError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
+        self._in, self._out = inputs[0], outputs[0]
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in self._in["shape"][1:])
+        self.input_dtype = np.dtype(self._in["dtype"])
+        self.embed_dim = int(self._out["shape"][-1])
+
+    def encode_one(self, x: np.ndarray) -> np.ndarray:
+        """One sample (with or without its batch axis) -> embedding [embed_dim].
+
+        Full-int8 files take and give int8 tensors, so a float image is quantized here
+        and an int8 output dequantized, then re-normalised: the in-graph L2 norm in
+        int8 leaves norms between ~0.7 and ~1.7 (measured), which would bias dot-product
+        ranking; one 256-d norm in float is what the phone app does too. int32 token
+        ids pass unchanged.
+        """
+        x = np.asarray(x).reshape(1, *self.input_shape)
+        scale, zero = self._in["quantization"]
+        if scale and self.input_dtype.kind in "iu" and np.asarray(x).dtype.kind == "f":
+            info = np.iinfo(self.input_dtype)
+            x = np.clip(np.rint(x / scale + zero), info.min, info.max)
+        self._interp.set_tensor(self._in["index"], np.ascontiguousarray(x, self.input_dtype))
+        self._interp.invoke()
+        out = self._interp.get_tensor(self._out["index"])[0]
+        scale, zero = self._out["quantization"]
+        if scale and out.dtype.kind in "iu":
+            emb = (out.astype(np.float32) - zero) * np.float32(scale)
+            return emb / max(float(np.linalg.norm(emb)), 1e-12)
+        return out.astype(np.float32)
+
+    def encode(self, batch: np.ndarray, progress: bool = False) -> np.ndarray:
+        """Samples [N, *input_shape] -> float32 embeddings [N, embed_dim]."""
+        from tqdm import tqdm
+
+        batch = np.asarray(batch)
+        if tuple(batch.shape[1:]) != self.input_shape:
+            raise McadError(f"{self.path}: input shape {tuple(batch.shape[1:])} != model's {self.input_shape}")
+        out = np.empty((len(batch), self.embed_dim), np.float32)
+        for i in tqdm(range(len(batch)), desc=self.path.name, disable=not progress, leave=False):
+            out[i] = self.encode_one(batch[i])
+        return out
+
+
+def parity(path: str | Path, tflite_emb: np.ndarray, torch_emb: np.ndarray) -> dict:
+    """How far a TFLite file drifts from PyTorch: per-sample cosine (mean, min) and file size."""
+    a, b = np.asarray(tflite_emb, np.float64), np.asarray(torch_emb, np.float64)
+    if a.shape != b.shape or a.ndim != 2 or not len(a):
+        raise McadError(f"parity: embeddings must be matching non-empty [N, D] arrays (got {a.shape} and {b.shape})")
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return {"size_bytes": Path(path).stat().st_size, "cosine_to_torch": {"mean": float(cos.mean()), "min": float(cos.min())}}
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _smoke_test(path: Path, sample: np.ndarray) -> None:
+    """Load and invoke the file in a child process: a bad quantized graph can SIGABRT the interpreter
+    (open_clip's -inf mask did in full int8), which must fail this format, not the whole export."""
+    npy = path.with_suffix(".smoke.npy")
+    np.save(npy, sample)
+    try:
+        proc = subprocess.run([sys.executable, str(WORKER), "smoke", str(path), str(npy)],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        npy.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or [""])[-1]
+        raise RuntimeError(f"interpreter failed on the exported file (exit {proc.returncode}) {tail}".strip())
+
+
+def _quantize(float_path: Path, fmt: str, calib: np.ndarray, out_path: Path) -> None:
+    from ai_edge_quantizer import quantizer, recipe
+
+    q = quantizer.Quantizer(str(float_path))
+    if fmt == "dynamic_int8":
+        q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        result = q.quantize(enable_progress_bar=False, enable_progress_report=False)
+    else:
+        from ai_edge_litert.interpreter import Interpreter
+
+        q.load_quantization_recipe(recipe.static_wi8_ai8())
+        (sig, spec), = Interpreter(model_path=str(float_path)).get_signature_list().items()
+        (name,) = spec["inputs"]
+        calibration = q.calibrate({sig: [{name: calib[i:i + 1]} for i in range(len(calib))]}, num_threads=1)
+        result = q.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
+    result.export_model(str(out_path), overwrite=True)
+
+
+def export_tower(module: object, sample: np.ndarray, calib: np.ndarray, out_dir: Path, tower: str,
+                 formats: list[str]) -> dict[str, dict]:
+    """Convert one tower to every requested format; a format that fails carries its one-line reason."""
+    import litert_torch
+    import torch
+
+    report: dict[str, dict] = {}
+    float_path = out_dir / model_filename(tower, "fp32")
+    start = time.perf_counter()
+    try:
+        litert_torch.convert(module, (torch.from_numpy(sample),)).export(str(float_path))
+        float_s = time.perf_counter() - start
+    except Exception as err:  # the converter raises many types; all mean "this tower did not convert"
+        reason = f"fp32 conversion failed: {_one_line(err)}"
+        return {fmt: {"status": "failed", "reason": reason} for fmt in formats}
+    for fmt in formats:
+        path = out_dir / model_filename(tower, fmt)
+        start = time.perf_counter()
+        try:
+            if fmt != "fp32":
+                _quantize(float_path, fmt, calib, path)
+            _smoke_test(path, sample)
+        except Exception as err:  # same: report the converter's / interpreter's reason for this format
+            if fmt != "fp32":  # the float file stays until every quantized format is made
+                path.unlink(missing_ok=True)
+            report[fmt] = {"status": "failed", "reason": _one_line(err)}
+            continue
+        seconds = time.perf_counter() - start + (float_s if fmt == "fp32" else 0.0)
+        report[fmt] = {"status": "ok", "file": path.name, "size_bytes": path.stat().st_size,
+                       "export_s": round(seconds, 2)}
+    if report.get("fp32", {}).get("status") != "ok":
+        float_path.unlink()
+    return report
+
+
+def export_student(model: StudentModel, tokenizer: StudentTokenizer, out_dir: str | Path, formats: list[str],
+                   calib_images: np.ndarray, calib_ids: np.ndarray) -> dict:
+    """Write ``{image,text}_{fmt}.tflite`` and ``tokenizer.json`` into ``out_dir``.
+
+    ``calib_images``: float [N, 3, H, W] in [0, 1]; ``calib_ids``: int32 [N, ctx]
+    (full-int8 activation ranges come from them). Returns, per tower and format,
+    ``status`` ok (file, size_bytes, export_s) or failed (reason).
+    """
+    from mcad_core.models.student import fold_batchnorm
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise McadError(f"export: formats must be a non-empty subset of {list(FORMATS)} (got {formats})")
+    calib_images = np.ascontiguousarray(calib_images, np.float32)
+    calib_ids = np.ascontiguousarray(calib_ids)
+    size, ctx = model.image_tower.image_size, model.text_tower.context_length
+    if calib_images.ndim != 4 or calib_images.shape[1:] != (3, size, size) or not len(calib_images):
+        raise McadError(f"export: calib_images must be float [N, 3, {size}, {size}] (got {calib_images.shape})")
+    if calib_ids.dtype != np.int32 or calib_ids.ndim != 2 or calib_ids.shape[1] != ctx or not len(calib_ids):
+        raise McadError(f"export: calib_ids must be int32 [N, {ctx}] (got {calib_ids.dtype} {calib_ids.shape})")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shipped = fold_batchnorm(model)
+    towers = {"image": (shipped.image_tower, calib_images), "text": (shipped.text_tower, calib_ids)}
+    report: dict = {}
+    for tower, (module, calib) in towers.items():
+        report[tower] = export_tower(module, calib[:1], calib, out_dir, tower, list(formats))
+    tokenizer.save(out_dir / "tokenizer.json")
+    report["tokenizer"] = "tokenizer.json"
+    return report

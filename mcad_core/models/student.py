@@ -1,0 +1,299 @@
+"""The phone-sized student: a depthwise-separable CNN image tower and a small text transformer.
+
+Both towers are written for clean TFLite export and full-int8 quantization:
+- image: float [B, 3, H, W] in [0, 1], normalised inside the tower; Conv-BN-ReLU6
+  blocks whose BatchNorm is folded into the convolutions before export
+  (:func:`fold_batchnorm`); global average pool; linear projection.
+- text: int32 ids [B, context_length], pad id 0; explicit attention with a FINITE
+  additive padding bias (a ``-inf`` mask crashes the full-int8 interpreter, and
+  ``nn.MultiheadAttention``'s fast path and ``F.one_hot`` do not lower);
+  pooling is the mean over non-pad tokens.
+Both outputs are L2-normalised inside the model, so the exported files emit
+ready-to-compare embeddings.
+
+The student folder format (``save_student`` / ``load_student``) is defined here
+and nowhere else: ``student.safetensors`` + ``config.json`` + ``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Annotated
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from torch import nn
+
+from mcad_core.errors import McadError
+from mcad_core.io import atomic_path
+from mcad_core.models.student_tokenizer import StudentTokenizer
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "student.safetensors", "config.json", "tokenizer.json"
+# Padding bias: large enough that exp() underflows to 0 against real scores, small
+# enough that int8 calibration of the score tensor is not ruined by a huge range.
+PAD_BIAS = -30.0
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageTowerConfig(_Cfg):
+    image_size: int = Field(64, ge=16)
+    mean: Annotated[list[float], Field(min_length=3, max_length=3)] = [0.5, 0.5, 0.5]
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=3, max_length=3)] = [0.25, 0.25, 0.25]
+    stem_width: PositiveInt = 32
+    blocks: list[tuple[PositiveInt, Annotated[int, Field(ge=1, le=2)]]] = [(64, 1), (128, 2), (256, 2)]
+
+
+class TextTowerConfig(_Cfg):
+    context_length: int = Field(32, ge=2)
+    width: PositiveInt = 192
+    layers: PositiveInt = 4
+    heads: PositiveInt = 4
+    mlp_ratio: PositiveInt = 4
+
+
+class StudentConfig(_Cfg):
+    name: str
+    embed_dim: PositiveInt = 256
+    logit_scale_init: float = 2.6593  # ln(1 / 0.07), as CLIP
+    image: ImageTowerConfig = ImageTowerConfig()
+    text: TextTowerConfig = TextTowerConfig()
+    vocab_size: PositiveInt | None = None  # filled in when saved with a trained student
+
+
+def _l2norm(x: torch.Tensor) -> torch.Tensor:
+    # rsqrt of a sum lowers to plain TFLite ops (F.normalize's clamp_min adds a max op).
+    return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + 1e-12)
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv2d (no bias) + BatchNorm + ReLU6; folded to Conv2d(+bias) + ReLU6 for export."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, groups: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU6(inplace=True),
+        )
+
+
+class DepthwiseSeparable(nn.Module):
+    """MobileNet block: 3x3 depthwise + 1x1 pointwise; residual when the shape is kept."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.dw = ConvBNAct(c_in, c_in, 3, stride, groups=c_in)
+        self.pw = ConvBNAct(c_in, c_out, 1, 1)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pw(self.dw(x))
+        return x + y if self.residual else y
+
+
+class ImageTower(nn.Module):
+    """float [B, 3, H, W] in [0, 1] -> unit embedding [B, embed_dim]."""
+
+    def __init__(self, cfg: ImageTowerConfig, embed_dim: int) -> None:
+        super().__init__()
+        self.image_size = cfg.image_size
+        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("inv_std", 1.0 / torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
+        layers: list[nn.Module] = [ConvBNAct(3, cfg.stem_width, 3, 2)]
+        width = cfg.stem_width
+        for c_out, stride in cfg.blocks:
+            layers.append(DepthwiseSeparable(width, c_out, stride))
+            width = c_out
+        self.features = nn.Sequential(*layers)
+        self.proj = nn.Linear(width, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features((x - self.mean) * self.inv_std)
+        return _l2norm(self.proj(x.mean(dim=(2, 3))))
+
+
+class Attention(nn.Module):
+    """Explicit multi-head self-attention with an additive (finite) key bias."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise McadError(f"student text tower: width {width} is not divisible by heads {heads}")
+        self.heads, self.head_dim = heads, width // heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        b, t, w = x.shape
+        qkv = self.qkv(x).reshape(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = (q * self.head_dim**-0.5) @ k.transpose(-1, -2) + key_bias
+        y = torch.softmax(scores, dim=-1) @ v
+        return self.out(y.transpose(1, 2).reshape(b, t, w))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.mlp = nn.Sequential(nn.Linear(width, width * mlp_ratio), nn.GELU(approximate="tanh"),
+                                 nn.Linear(width * mlp_ratio, width))
+
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), key_bias)
+        return x + self.mlp(self.ln2(x))
+
+
+class TextTower(nn.Module):
+    """int32 ids [B, context_length] (pad 0) -> unit embedding [B, embed_dim]; mean over non-pad tokens."""
+
+    def __init__(self, cfg: TextTowerConfig, vocab_size: int, embed_dim: int) -> None:
+        super().__init__()
+        self.context_length = cfg.context_length
+        self.token_embedding = nn.Embedding(vocab_size, cfg.width)
+        self.positional_embedding = nn.Parameter(torch.randn(cfg.context_length, cfg.width) * 0.01)
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
+        self.ln_final = nn.LayerNorm(cfg.width)
+        self.proj = nn.Linear(cfg.width, embed_dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        keep = (ids != 0).to(torch.float32)  # [B, T]; an equality mask, not one_hot
+        key_bias = ((1.0 - keep) * PAD_BIAS)[:, None, None, :]
+        x = self.token_embedding(ids) + self.positional_embedding
+        for block in self.blocks:
+            x = block(x, key_bias)
+        x = self.ln_final(x)
+        pooled = (x * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1.0)
+        return _l2norm(self.proj(pooled))
+
+
+class StudentModel(nn.Module):
+    """CLIP-style dual encoder: ``logits = exp(logit_scale) * image_emb @ text_emb.T``."""
+
+    def __init__(self, cfg: StudentConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = cfg.model_copy(update={"vocab_size": vocab_size})
+        self.image_tower = ImageTower(cfg.image, cfg.embed_dim)
+        self.text_tower = TextTower(cfg.text, vocab_size, cfg.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(cfg.logit_scale_init))
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.image_tower(x)
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text_tower(ids)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.encode_image(x), self.encode_text(ids), self.logit_scale.exp()
+
+
+def load_config(name_or_config_path: str | Path) -> StudentConfig:
+    """A shipped config by name (``mcad-student-tiny``) or a JSON file path."""
+    path = Path(name_or_config_path)
+    if path.suffix != ".json":
+        path = CONFIG_DIR / f"{name_or_config_path}.json"
+        if not path.is_file():
+            shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+            raise McadError(f"student config '{name_or_config_path}' not found (shipped: {', '.join(shipped)})")
+    elif not path.is_file():
+        raise McadError(f"{path}: student config not found")
+    try:
+        return StudentConfig.model_validate(json.loads(path.read_text()))
+    except json.JSONDecodeError as err:
+        raise McadError(f"{path}: not valid JSON ({err.msg})") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise McadError(f"{path}: '{key}': {first['msg'].lower()}") from None
+
+
+def build_student(name_or_config_path: str | Path, vocab_size: int) -> StudentModel:
+    """Build a freshly initialised student from its JSON config."""
+    cfg = load_config(name_or_config_path)
+    if vocab_size < 2:
+        raise McadError(f"student: vocab_size must be >= 2 (got {vocab_size})")
+    if cfg.vocab_size is not None and cfg.vocab_size != vocab_size:
+        raise McadError(f"{name_or_config_path}: config vocab_size {cfg.vocab_size} != tokenizer's {vocab_size}")
+    return StudentModel(cfg, vocab_size)
+
+
+def params_m(module: nn.Module) -> float:
+    """Parameter count in millions (what ``metrics.json`` reports as ``params_m``)."""
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy with every Conv-BN folded into one biased Conv (what ships)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for block in model.modules():
+        if isinstance(block, ConvBNAct) and isinstance(block[1], nn.BatchNorm2d):
+            block[0] = fuse_conv_bn_eval(block[0], block[1])
+            block[1] = nn.Identity()
+    return model
+
+
+def save_student(model: StudentModel, tokenizer: StudentTokenizer, folder: str | Path) -> None:
+    """Write the student folder atomically: weights, config (with vocab_size), tokenizer."""
+    from safetensors.torch import save_file
+
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise McadError(f"save_student: tokenizer vocab {tokenizer.vocab_size} != model vocab {model.config.vocab_size}")
+    if tokenizer.context_length != model.text_tower.context_length:
+        raise McadError(f"save_student: tokenizer context {tokenizer.context_length} != "
+                        f"model context {model.text_tower.context_length}")
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(model.config.model_dump_json(indent=2) + "\n")
+        tokenizer.save(tmp / TOKENIZER_FILE)
+
+
+def load_student(folder: str | Path) -> tuple[StudentModel, StudentTokenizer]:
+    """Read a student folder written by :func:`save_student`; the model comes back in eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE) if not (folder / f).is_file()]
+    if missing:
+        raise McadError(f"{folder}: not a student folder (missing {', '.join(missing)})")
+    cfg = load_config(folder / CONFIG_FILE)
+    tokenizer = StudentTokenizer.load(folder / TOKENIZER_FILE)
+    model = build_student(folder / CONFIG_FILE, tokenizer.vocab_size)
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except SafetensorError as err:
+        raise McadError(f"{folder / WEIGHTS_FILE}: unreadable weights ({err})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:200]
+        raise McadError(f"{folder / WEIGHTS_FILE}: weights do not match config {cfg.name} ({detail})") from None
+    return model.eval(), tokenizer
+
+
+def encode_images_torch(model: StudentModel, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Unit image embeddings in eval mode, batched (the PyTorch reference for export parity)."""
+    with torch.inference_mode():
+        return torch.cat([model.encode_image(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def encode_texts_torch(model: StudentModel, ids: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Unit text embeddings from int32 ids, batched."""
+    with torch.inference_mode():
+        return torch.cat([model.encode_text(ids[i:i + batch_size]) for i in range(0, len(ids), batch_size)])
+
+
+__all__ = ["StudentModel", "StudentConfig", "StudentTokenizer", "build_student", "load_config", "params_m",
+           "fold_batchnorm", "save_student", "load_student", "encode_images_torch", "encode_texts_torch"]

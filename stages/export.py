@@ -1,0 +1,33 @@
+"""Stage `export`: the trained student -> TFLite fp32 / dynamic int8 / full int8 (DESIGN §6)."""
+
+from pathlib import Path
+
+import click
+
+from mcad_core.cli import one_line_errors, params_option
+from mcad_core.params import load_params
+
+PREPARED = Path("data/prepared")
+STUDENTS = Path("models/student")
+OUT = Path("models/tflite")
+REPORT = Path("reports/export.json")
+
+
+@click.command()
+@params_option
+@one_line_errors
+def main(params_path: str) -> None:
+    """Convert both towers of models/student/<export.variant>, calibrated on train; report parity
+    (val) and the retrieval drop (test) per format."""
+    from mcad_core.export.pipeline import run_export
+    from mcad_core.io import atomic_path, write_json
+
+    params = load_params(params_path)
+    ex = params.export
+    with atomic_path(OUT) as tmp:
+        report = run_export(STUDENTS / ex.variant, PREPARED, tmp, list(ex.formats), ex.calib_samples, params.seed)
+    write_json(REPORT, {"variant": ex.variant, **report})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Search correctness against brute force, and the benchmark end to end on a tiny export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from student_fixtures import CAPTIONS, exported
+
+from mcad_core.errors import McadError
+from mcad_core.export.bench import plot_search_latency, run_bench, search_rows_csv
+from mcad_core.export.search import Int8Gallery, quantize_gallery, search_topk, synthetic_gallery
+
+
+def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("n", [7, 4096, 10_001])
+def test_search_topk_equals_brute_force(n):
+    rng = np.random.default_rng(n)
+    gallery, query = _unit(rng, n, 64), _unit(rng, 1, 64)[0]
+    k = min(10, n)
+    idx, scores = search_topk(query, gallery, 10)
+    ref = np.argsort(-(gallery.astype(np.float64) @ query))[:k]
+    assert idx.tolist() == ref.tolist()
+    assert np.all(np.diff(scores) <= 0)
+    q8 = quantize_gallery(gallery)
+    idx8, _ = search_topk(query, q8, 10)
+    assert idx8.tolist() == np.argsort(-(q8.dequantize().astype(np.float64) @ query))[:k].tolist()
+
+
+def test_int8_gallery_is_close_to_fp32():
+    rng = np.random.default_rng(0)
+    gallery = _unit(rng, 2000, 128)
+    q8 = quantize_gallery(gallery)
+    assert q8.codes.dtype == np.int8 and q8.nbytes < gallery.nbytes / 3
+    cos = (q8.dequantize() * gallery).sum(1) / np.linalg.norm(q8.dequantize(), axis=1)
+    assert cos.min() > 0.999
+    queries = gallery[:50] + 0.3 * _unit(rng, 50, 128)
+    hits = [search_topk(q, q8, 1)[0][0] == search_topk(q, gallery, 1)[0][0] for q in queries]
+    assert np.mean(hits) >= 0.95
+
+
+def test_synthetic_gallery_and_errors():
+    g = synthetic_gallery(2500, 16, seed=3)
+    assert isinstance(g, Int8Gallery) and len(g) == 2500
+    assert np.allclose(np.linalg.norm(g.dequantize(), axis=1), 1.0, atol=0.02)
+    with pytest.raises(McadError, match="query dim"):
+        search_topk(np.ones(8, np.float32), g, 10)
+    with pytest.raises(McadError, match="k must be"):
+        search_topk(np.ones(16, np.float32), g, 0)
+
+
+@pytest.mark.slow
+def test_bench_end_to_end(tmp_path):
+    _, _, folder, _ = exported()
+    report = run_bench(folder, threads=[1], runs=3, warmup=1, gallery_sizes=[100, 2000], topk=10,
+                       queries=CAPTIONS)
+    env = report["environment"]
+    assert env["runtime_version"] and env["cpu"]
+    assert {(r["tower"], r["format"]) for r in report["encoders"]} == {
+        (t, f) for t in ("image", "text") for f in ("fp32", "dynamic_int8", "full_int8")}
+    for row in report["encoders"]:
+        assert 0 < row["p50_ms"] <= row["p90_ms"] and row["init_ms"] > 0 and row["peak_rss_mb"] > 0
+    assert len(report["search"]) == 3 * 2
+    for row in report["search"]:
+        assert row["torch_loaded"] is False  # the search process is phone-like
+        assert set(row["breakdown_mean_ms"]) == {"tokenize", "encode", "topk"}
+        assert 0 < row["peak_rss_mb"] < 500
+    csv = search_rows_csv(report["search"])
+    assert csv.splitlines()[0].startswith("series,") and len(csv.splitlines()) == 7
+    plot_search_latency(report["search"], tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_without_models_is_one_line_error(tmp_path):
+    with pytest.raises(McadError, match="no exported"):
+        run_bench(tmp_path, [1], 1, 0, [10], 10, ["a"])
