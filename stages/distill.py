@@ -24,23 +24,17 @@ def main(variant: str, params_path: str) -> None:
     Under `torchrun --nproc_per_node N stages/distill.py --variant mcad` it trains with DDP.
     """
     from mcad_core.checkpoint import checkpoint_dir, run_key
-    from mcad_core.data.manifest import flatten_captions, read_manifest
     from mcad_core.mcad.distributed import distributed_context
-    from mcad_core.mcad.targets import load_cache, load_fused, teacher_fingerprints
-    from mcad_core.mcad.train import build_distill_data, distill_student
+    from mcad_core.mcad.targets import teacher_fingerprints
+    from mcad_core.mcad.train import distill_student, load_distill_inputs
     from mcad_core.mcad.variants import VARIANTS
-    from mcad_core.models.student import StudentTokenizer, load_config, save_student
+    from mcad_core.models.student import save_student
     from mcad_core.tracking import live_logger
 
     params = load_params(params_path)
     if variant not in VARIANTS:
         raise click.BadParameter(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    train, val = read_manifest(PREPARED / "train.jsonl"), read_manifest(PREPARED / "val.jsonl")
-    config = load_config(params.distill.student)
-    tokenizer = StudentTokenizer.train(flatten_captions(train)[0], context_length=config.text.context_length)
-    cache = load_cache(CACHE, "train", PREPARED, TEACHERS, params.cache.hard_k)
-    fused = load_fused(FUSED, CACHE, params.fuse.model_dump(by_alias=True)) if variant.startswith("mcad") else None
-    data = build_distill_data(variant, train, val, PREPARED, config.image.image_size, tokenizer, cache, fused)
+    data, tokenizer = load_distill_inputs(params, variant, PREPARED, TEACHERS, CACHE, FUSED)
     key = run_key(variant, params.seed, params.distill.model_dump(exclude={"variants"}),
                   params.fuse.model_dump(by_alias=True), teacher_fingerprints(TEACHERS))
     ckpt = checkpoint_dir(Path("models/checkpoints") / variant, key)

@@ -17,26 +17,18 @@ TEACHERS_REPORT = Path("reports/teachers.json")
 @one_line_errors
 def main(params_path: str) -> None:
     """Write reports/metrics.json, reports/results.md, a recall plot (DVC) and reports/recall.png."""
-    import torch
-
-    from mcad_core.data.images import load_images_uint8
-    from mcad_core.data.manifest import flatten_captions, read_manifest
+    from mcad_core.data.manifest import read_manifest
     from mcad_core.errors import McadError
-    from mcad_core.evaluation import embedding_metrics, plot_recalls, recall_rows, results_markdown, twin_index
+    from mcad_core.evaluation import plot_recalls, recall_rows, results_markdown, student_metrics
     from mcad_core.io import write_json, write_text
-    from mcad_core.mcad.train import encode_all
-    from mcad_core.models.student import load_student, params_m
+    from mcad_core.models.student import load_student
 
     params = load_params(params_path)
     test = read_manifest(PREPARED / "test.jsonl")
-    captions, cap_image = flatten_captions(test)
-    twin_of = twin_index(test)
     metrics: dict[str, dict] = {}
     for variant in params.distill.variants:
         model, tokenizer = load_student(Path("models/student") / variant)
-        images = torch.from_numpy(load_images_uint8(PREPARED, test, model.config.image.image_size))
-        f, g = encode_all(model, images, torch.from_numpy(tokenizer.encode(captions)))
-        metrics[variant] = {**embedding_metrics(f, g, cap_image, twin_of), "params_m": round(params_m(model), 3)}
+        metrics[variant] = student_metrics(model, tokenizer, test, PREPARED)
     if not TEACHERS_REPORT.is_file():
         raise McadError(f"{TEACHERS_REPORT}: not found (run the teachers stage first)")
     metrics.update(json.loads(TEACHERS_REPORT.read_text()))

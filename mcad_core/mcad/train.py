@@ -75,12 +75,15 @@ def DistillNet(student: Any, teacher_dim: int) -> Any:  # noqa: N802 - a module 
 def distill_student(variant: str, params: DistillParams, data: DistillData, vocab_size: int,
                     ckpt_dir: Path, seed: int, device: str = "cpu",
                     log: Callable[[dict[str, float], bool], None] | None = None,
-                    progress: bool = True, max_steps: int | None = None, rank: int = 0, world_size: int = 1) -> Any:
+                    progress: bool = True, max_steps: int | None = None, rank: int = 0, world_size: int = 1,
+                    online_targets: Callable[[Any, Any], tuple[Any, Any]] | None = None) -> Any:
     """Train the student for ``params.epochs``; resumes from ``ckpt_dir`` if it holds a checkpoint.
 
     ``log(metrics, epoch_end)`` receives per-step losses and, at each epoch end, val retrieval.
     ``max_steps`` stops early (used by tests to simulate a kill). Under ``torchrun`` each rank
     takes its share of every epoch's batches and gradients are averaged by DDP.
+    ``online_targets(image_idx, caption_idx) -> (v, t)`` replaces the cached targets by a teacher
+    forward every step (open_clip's ``--distill-model`` way); only the cost benchmark uses it.
     """
     import torch
     from tqdm import tqdm
@@ -112,7 +115,8 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
                           disable=not progress, mininterval=1.0):
             img, cap = torch.from_numpy(batch.images), torch.from_numpy(batch.captions)
             f, g, f_proj, g_proj, scale = net(data.images[img].to(device).float() / 255, data.token_ids[cap].to(device))
-            v_tgt, t_tgt = data.v[img].to(device), data.t[cap].to(device)
+            v_tgt, t_tgt = (data.v[img], data.t[cap]) if online_targets is None else online_targets(img, cap)
+            v_tgt, t_tgt = v_tgt.to(device), t_tgt.to(device)
             t_logits = None
             if w_dist > 0:
                 m_pairs = dense_pair_logits(img, batch.cached, data.nbr, data.s_img_nbr, data.s_nbr_img,
@@ -205,3 +209,23 @@ def build_distill_data(variant: str, train_records: list[dict], val_records: lis
         val_token_ids=torch.from_numpy(tokenizer.encode(val_captions)),
         val_cap_image=torch.tensor(val_cap_image),
     )
+
+
+def load_distill_inputs(params: Any, variant: str, prepared_dir: Path, teachers_dir: Path, cache_dir: Path,
+                        fused_dir: Path, progress: bool = True) -> tuple[DistillData, Any]:
+    """Everything a variant trains from, read from the pipeline's folders (fingerprints checked),
+    and the student tokenizer built from the training captions."""
+    from mcad_core.data.manifest import flatten_captions, read_manifest
+    from mcad_core.mcad.targets import load_cache, load_fused
+    from mcad_core.models.student import StudentTokenizer, load_config
+
+    spec = VARIANTS[variant]
+    train, val = read_manifest(prepared_dir / "train.jsonl"), read_manifest(prepared_dir / "val.jsonl")
+    config = load_config(params.distill.student)
+    tokenizer = StudentTokenizer.train(flatten_captions(train)[0], context_length=config.text.context_length)
+    cache = load_cache(cache_dir, "train", prepared_dir, teachers_dir, params.cache.hard_k)
+    needs_fused = spec.fused_scores or spec.fused_features
+    fused = load_fused(fused_dir, cache_dir, params.fuse.model_dump(by_alias=True)) if needs_fused else None
+    data = build_distill_data(variant, train, val, prepared_dir, config.image.image_size, tokenizer, cache, fused,
+                              progress)
+    return data, tokenizer

@@ -1,0 +1,66 @@
+"""Seed ablation: every distillation variant with several seeds, mean ± std per test metric.
+
+Reads the pipeline's cache and fused targets (run `dvc repro fuse` first) and trains in
+process, leaving the pipeline's own students untouched. Writes reports/ablation.md and
+reports/ablation.json, so a reader can tell a gain from seed noise.
+
+    python scripts/ablation.py --seeds 0 1 2 --variants contrastive dual_kd mcad
+"""
+
+from pathlib import Path
+
+import click
+
+from mcad_core.cli import one_line_errors, params_option
+from mcad_core.params import load_params
+
+PREPARED, TEACHERS, CACHE, FUSED = Path("data/prepared"), Path("models/teachers"), Path("data/cache"), Path("data/fused")
+COLUMNS = ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "rsum", "twin_acc")
+
+
+@click.command()
+@click.option("--seeds", multiple=True, type=int, default=(0, 1, 2), show_default=True)
+@click.option("--variants", multiple=True, default=None, help="default: distill.variants")
+@click.option("--out", default="reports/ablation", show_default=True, help="writes <out>.md and <out>.json")
+@params_option
+@one_line_errors
+def main(seeds: tuple[int, ...], variants: tuple[str, ...], out: str, params_path: str) -> None:
+    import tempfile
+    import time
+
+    import numpy as np
+
+    from mcad_core.data.images import load_images_uint8
+    from mcad_core.data.manifest import read_manifest
+    from mcad_core.evaluation import student_metrics
+    from mcad_core.io import write_json, write_text
+    from mcad_core.mcad.train import distill_student, load_distill_inputs
+
+    params = load_params(params_path)
+    variants = variants or tuple(params.distill.variants)
+    test = read_manifest(PREPARED / "test.jsonl")
+    runs: dict[str, list[dict]] = {}
+    for variant in variants:
+        data, tok = load_distill_inputs(params, variant, PREPARED, TEACHERS, CACHE, FUSED)
+        images = load_images_uint8(PREPARED, test, data.images.shape[-1], progress=False)
+        for seed in seeds:
+            start = time.time()
+            with tempfile.TemporaryDirectory() as ckpt:
+                model = distill_student(variant, params.distill, data, tok.vocab_size, Path(ckpt), seed)
+            row = {**student_metrics(model, tok, test, PREPARED, images), "train_s": round(time.time() - start, 1)}
+            runs.setdefault(variant, []).append(row)
+            click.echo(f"{variant} seed {seed}: rsum {row['rsum']:.2f} twin_acc {row.get('twin_acc', float('nan')):.2f}")
+    summary = {v: {c: {"mean": float(np.mean([r[c] for r in rs])), "std": float(np.std([r[c] for r in rs], ddof=1))
+                       if len(rs) > 1 else 0.0} for c in COLUMNS if c in rs[0]} for v, rs in runs.items()}
+    lines = [f"# Ablation: {len(seeds)} seeds ({', '.join(map(str, seeds))}), test split, mean ± std\n",
+             "| variant | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for v, cols in summary.items():
+        lines.append(f"| {v} | " + " | ".join(f"{cols[c]['mean']:.2f} ± {cols[c]['std']:.2f}" if c in cols else "–"
+                                            for c in COLUMNS) + " |")
+    write_text(f"{out}.md", "\n".join(lines) + "\n")
+    write_json(f"{out}.json", {"seeds": list(seeds), "summary": summary, "runs": runs})
+    click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
