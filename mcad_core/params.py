@@ -56,9 +56,9 @@ class DualTeacherParams(_Group):
 class SingleTeacherParams(_Group):
     model: str = "region"
     pretrained: str | None = None
-    epochs: int = Field(4, ge=0)
+    epochs: int = Field(1, ge=0)
     batch_size: PositiveInt = 128
-    lr: PositiveFloat = 5e-4
+    lr: PositiveFloat = 1e-3
 
 
 class TeachersParams(_Group):

@@ -83,8 +83,8 @@ def build_single(params: TeachersParams, train: list[dict], val: list[dict], pre
         return teacher, {}
     if cfg.epochs == 0:
         raise McadError("teachers.single.epochs: 0 with pretrained: null would use an untrained teacher")
-    summary = train_region_teacher(train, prepared_dir, val, {"model": None, "epochs": cfg.epochs,
-                                                              "batch_size": cfg.batch_size, "lr": cfg.lr},
+    summary = train_region_teacher(train, prepared_dir, val, {"epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                                                              "lr": cfg.lr},
                                    out, device=device, seed=seed, checkpoint_dir=ckpt_dir)
     return RegionCrossEncoder.load(out, device), summary
 
