@@ -48,9 +48,9 @@ class DataParams(_Group):
 class DualTeacherParams(_Group):
     model: str = "mcad-dual-tiny"
     pretrained: str | None = None
-    epochs: int = Field(8, ge=0)
-    batch_size: PositiveInt = 256
-    lr: PositiveFloat = 1e-3
+    epochs: int = Field(5, ge=0)
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 2e-3
 
 
 class SingleTeacherParams(_Group):

@@ -72,6 +72,7 @@ def test_saved_student_has_no_training_heads(setup, tmp_path):
 def _ddp_worker(rank: int, world: int, init_file: str, setup, out: str) -> None:
     import torch.distributed as dist
 
+    torch.set_num_threads(1)  # two processes on two cores: more threads would only contend
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         model = run(setup, Path(out) / f"ckpt{rank}", rank=rank, world_size=world)

@@ -49,16 +49,22 @@ def image_mean(x: torch.Tensor, cap_image: torch.Tensor, n_img: int) -> torch.Te
     return sums / counts
 
 
-def fused_features(cache: dict, proj: torch.Tensor | None, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """ṽ [N_img, D] and t̃ [N_cap, D]; with λ = 0 (or no P) they are the dual teacher's own."""
+def fuse_rows(x: torch.Tensor, h: torch.Tensor, proj: torch.Tensor, lam: float) -> torch.Tensor:
+    """norm(x + λ·norm(P h)) row-wise: one modified feature per row."""
     import torch.nn.functional as F
 
+    return F.normalize(x + lam * F.normalize(h @ proj.T, dim=1), dim=1)
+
+
+def fused_features(cache: dict, proj: torch.Tensor | None, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """ṽ [N_img, D] (from h̄, the image's mean fused vector over its captions) and t̃ [N_cap, D]
+    (from the caption's own h); with λ = 0 (or no P) they are the dual teacher's own."""
     v, t = cache["v"].float(), cache["t"].float()
     if proj is None or lam == 0:
         return v, t
-    ph = F.normalize(cache["h"].float() @ proj.T, dim=1)
-    ph_img = F.normalize(image_mean(ph, cache["cap_image"], v.shape[0]), dim=1)
-    return F.normalize(v + lam * ph_img, dim=1), F.normalize(t + lam * ph, dim=1)
+    h = cache["h"].float()
+    h_img = image_mean(h, cache["cap_image"], v.shape[0])
+    return fuse_rows(v, h_img, proj, lam), fuse_rows(t, h, proj, lam)
 
 
 def candidate_lists(cache: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,14 +116,20 @@ def _fit_ranking_projection(cache: dict, settings: FuseSettings, progress: bool)
     cap_ids, i2t_m, img_ids, t2i_m = candidate_lists(cache)
     p_i2t = F.softmax(i2t_m / settings.tau_m, dim=1)
     p_t2i = F.softmax(t2i_m / settings.tau_m, dim=1)
-    n_img = cache["v"].shape[0]
+    v, t, h = cache["v"].float(), cache["t"].float(), cache["h"].float()
+    n_img = v.shape[0]
+    h_img = image_mean(h, cache["cap_image"], n_img)
     batch = min(n_img, 1024)
+    lam = settings.lam
     for _ in trange(settings.steps, desc="fuse: fit P", disable=not progress, mininterval=1.0):
         anchors = torch.randint(n_img, (batch,), generator=gen)
-        v_t, t_t = fused_features(cache, proj, settings.lam)
-        s_i2t = torch.einsum("bd,bkd->bk", v_t[anchors], t_t[cap_ids[anchors]]) * log_scale.exp()
-        ref = cap_ids[anchors, 0]
-        s_t2i = torch.einsum("bd,bkd->bk", t_t[ref], v_t[img_ids[anchors]]) * log_scale.exp()
+        caps, imgs, ref = cap_ids[anchors], img_ids[anchors], cap_ids[anchors, 0]
+        v_a = fuse_rows(v[anchors], h_img[anchors], proj, lam)
+        t_c = fuse_rows(t[caps.reshape(-1)], h[caps.reshape(-1)], proj, lam).view(*caps.shape, -1)
+        t_r = fuse_rows(t[ref], h[ref], proj, lam)
+        v_c = fuse_rows(v[imgs.reshape(-1)], h_img[imgs.reshape(-1)], proj, lam).view(*imgs.shape, -1)
+        s_i2t = torch.einsum("bd,bkd->bk", v_a, t_c) * log_scale.exp()
+        s_t2i = torch.einsum("bd,bkd->bk", t_r, v_c) * log_scale.exp()
         loss = F.kl_div(F.log_softmax(s_i2t, 1), p_i2t[anchors], reduction="batchmean") + \
             F.kl_div(F.log_softmax(s_t2i, 1), p_t2i[anchors], reduction="batchmean")
         opt.zero_grad()

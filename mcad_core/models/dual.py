@@ -1,0 +1,367 @@
+"""The dual-stream teacher (DESIGN §3): an open_clip model behind the ``DualTeacher`` protocol.
+
+Real mode loads a named open_clip model with a pretrained tag or a local checkpoint; embedded
+mode builds a small config shipped in ``configs/`` and trains it here with open_clip's own
+``ClipLoss``. Training checkpoints every epoch and resumes after a kill to the same final
+weights as an uninterrupted run, because a DVC stage may be stopped and re-run at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mcad_core.errors import McadError
+from mcad_core.io import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+CHECKPOINT_FILE, META_FILE = "open_clip_model.pt", "teacher.json"
+TRAIN_STATE_FILE = "dual_train_state.pt"
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+# Warm-up share of all steps, and the step floor: a short run still ramps up gently.
+_WARMUP_FRAC, _MIN_WARMUP = 0.05, 10
+_WEIGHT_DECAY, _GRAD_CLIP = 0.1, 1.0
+_LOGIT_SCALE_MAX = math.log(100.0)  # CLIP's clamp on the learned temperature
+
+
+def _open_clip() -> Any:
+    """open_clip with the project's configs registered (importing it costs seconds, so only here)."""
+    import open_clip
+
+    if str(CONFIG_DIR) not in map(str, open_clip.factory._MODEL_CONFIG_PATHS):
+        open_clip.add_model_config(CONFIG_DIR)
+    return open_clip
+
+
+class OpenClipTeacher:
+    """An open_clip model with its own preprocessing and tokenizer; outputs are unit-norm."""
+
+    def __init__(self, model: Any, model_name: str, device: str = "cpu", batch_size: int = 256) -> None:
+        import torch
+        from torchvision.transforms import Normalize, ToTensor
+
+        open_clip = _open_clip()
+        # channels_last: oneDNN's native layout; the CNN towers train ~20 % faster on CPU with it.
+        self.model = model.to(device, memory_format=torch.channels_last)
+        self.model_name = model_name
+        self.device = device
+        self.batch_size = batch_size
+        self.preprocess_cfg = dict(model.visual.preprocess_cfg)
+        self.preprocess = open_clip.transform.image_transform_v2(
+            open_clip.transform.PreprocessCfg(**self.preprocess_cfg), is_train=False)
+        *self._pil_steps, to_tensor, self._normalize = self.preprocess.transforms
+        if not (isinstance(to_tensor, ToTensor) and isinstance(self._normalize, Normalize)):
+            raise McadError(f"teachers.dual.model: {model_name}'s preprocessing does not end in ToTensor, "
+                            f"Normalize ({self.preprocess})")
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.embed_dim = int(open_clip.get_model_config(model_name)["embed_dim"])
+
+    def image_pixels(self, images: list[Image]) -> torch.Tensor:
+        """Preprocessed uint8 pixels [B, 3, H, W]: the transform's PIL steps, before ToTensor/Normalize.
+
+        open_clip resizes and crops the PIL image, then divides its bytes by 255, so keeping the
+        bytes loses nothing, takes a quarter of the memory (a whole split fits in RAM for
+        training) and avoids per-image tensor ops, which are slow with several threads.
+        """
+        import numpy as np
+        import torch
+
+        arrays = []
+        for img in images:
+            for step in self._pil_steps:
+                img = step(img)
+            arrays.append(np.asarray(img, dtype=np.uint8))
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels -> the model's normalised float input (the transform's last step)."""
+        import torch
+
+        x = self._normalize(pixels.to(self.device).float() / 255)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def tokenize(self, captions: list[str]) -> torch.Tensor:
+        """Token ids [B, context_length] from the model's own open_clip tokenizer."""
+        return self.tokenizer(captions)
+
+    def encode_images(self, images: list[Image]) -> torch.Tensor:
+        """Unit-norm image embeddings [B, embed_dim], in batches of ``batch_size``."""
+        chunks = range(0, len(images), self.batch_size)
+        return self._encode((self.image_pixels(images[i : i + self.batch_size]) for i in chunks), self.encode_pixels)
+
+    def encode_texts(self, captions: list[str]) -> torch.Tensor:
+        """Unit-norm caption embeddings [B, embed_dim], in batches of ``batch_size``."""
+        chunks = range(0, len(captions), self.batch_size)
+        return self._encode((self.tokenize(captions[i : i + self.batch_size]) for i in chunks), self.encode_tokens)
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings of preprocessed uint8 pixels (gradients flow: used in training)."""
+        return self.model.encode_image(self.normalize(pixels), normalize=True)
+
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings of token ids (gradients flow: used in training)."""
+        return self.model.encode_text(tokens.to(self.device), normalize=True)
+
+    def _encode(self, batches: Iterable[torch.Tensor], fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Embed batch by batch without gradients, leaving the train/eval mode as it was."""
+        import torch
+
+        was_training = self.model.training
+        self.model.eval()
+        with torch.inference_mode():
+            out = [fn(b).float().cpu() for b in batches]
+        self.model.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.embed_dim)
+
+    def fingerprint(self) -> str:
+        """sha256 over weights, model name, preprocessing and tokenizer: a cache of other weights is refused."""
+        import torch
+
+        h = hashlib.sha256()
+        h.update(json.dumps({"model": self.model_name, "preprocess": self.preprocess_cfg,
+                             "tokenizer": type(self.tokenizer).__name__,
+                             "context_length": self.tokenizer.context_length}, sort_keys=True).encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(str(tensor.dtype).encode())
+            h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+
+def _resolve_pretrained(open_clip: Any, model: str, pretrained: str) -> str:
+    """A known open_clip tag is passed through; anything else must be an existing checkpoint file."""
+    if pretrained in open_clip.list_pretrained_tags_by_model(model):
+        return pretrained
+    if os.path.isfile(pretrained):
+        return pretrained
+    if os.sep in pretrained or "/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
+        raise McadError(f"teachers.dual.pretrained: checkpoint file not found: {pretrained}")
+    tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
+    raise McadError(f"teachers.dual.pretrained: '{pretrained}' is neither a checkpoint file nor an "
+                    f"open_clip tag of {model} (tags: {tags})")
+
+
+def load_dual_teacher(model: str, pretrained: str | None, device: str = "cpu", seed: int = 0) -> OpenClipTeacher:
+    """Build open_clip ``model`` (a built-in name or a config in ``configs/``) with weights from ``pretrained``.
+
+    ``pretrained``: an open_clip tag, a local checkpoint file, or None for a random init
+    (seeded, so the embedded pipeline is reproducible). Every failure is one McadError line.
+    """
+    import torch
+
+    open_clip = _open_clip()
+    if model not in open_clip.list_models():
+        raise McadError(f"teachers.dual.model: unknown open_clip model '{model}' "
+                        f"(neither built in nor in {CONFIG_DIR})")
+    weights = None if pretrained is None else _resolve_pretrained(open_clip, model, pretrained)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = open_clip.create_model(model, pretrained=weights, device=device)
+    except Exception as err:  # download, format and shape errors all reach the user as one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise McadError(f"teachers.dual.pretrained: cannot load '{pretrained}' into {model}: {first}") from None
+    return OpenClipTeacher(net, model, device)
+
+
+def save_dual_teacher(teacher: OpenClipTeacher, folder: str | Path) -> None:
+    """Write the teacher as an open_clip checkpoint + ``teacher.json`` (model name, fingerprint), atomically."""
+    import torch
+
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        state = {k: v.detach().cpu() for k, v in teacher.model.state_dict().items()}
+        torch.save({"state_dict": state}, tmp / CHECKPOINT_FILE)
+        (tmp / META_FILE).write_text(json.dumps(
+            {"model": teacher.model_name, "checkpoint": CHECKPOINT_FILE, "fingerprint": teacher.fingerprint()},
+            indent=2) + "\n")
+
+
+def load_saved_dual_teacher(folder: str | Path, device: str = "cpu") -> OpenClipTeacher:
+    """Load a teacher written by :func:`save_dual_teacher` (the cache stage's entry point)."""
+    folder = Path(folder)
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise McadError(f"{meta_path}: dual teacher metadata not found (run the teachers stage first)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        model, checkpoint = meta["model"], folder / meta["checkpoint"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise McadError(f"{meta_path}: not a dual teacher description ({err})") from None
+    if not checkpoint.is_file():
+        raise McadError(f"{checkpoint}: dual teacher checkpoint not found")
+    return load_dual_teacher(model, str(checkpoint), device)
+
+
+def _load_split(teacher: OpenClipTeacher, records: list[dict], prepared_dir: Path,
+                progress: bool) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+    """Preload a split once: uint8 pixels [N, 3, H, W], unique-caption tokens, caption ids per image."""
+    import torch
+    from PIL import Image as PILImage
+    from tqdm import tqdm
+
+    pixels = []
+    for start in tqdm(range(0, len(records), 512), desc="load images", disable=not progress, mininterval=1.0):
+        batch = []
+        for rec in records[start : start + 512]:
+            path = prepared_dir / rec["image"]
+            try:
+                with PILImage.open(path) as img:
+                    batch.append(img.convert("RGB"))
+            except OSError as err:
+                raise McadError(f"{path}: cannot read image ({err})") from None
+        pixels.append(teacher.image_pixels(batch))
+    index: dict[str, int] = {}
+    caption_ids = [[index.setdefault(c, len(index)) for c in rec["captions"]] for rec in records]
+    tokens = teacher.tokenize(list(index))
+    return torch.cat(pixels), tokens, caption_ids
+
+
+def _run_key(teacher: OpenClipTeacher, records: list[dict], epochs: int, batch_size: int, lr: float,
+             seed: int) -> str:
+    """What a saved training state must match to be resumed: settings, data and starting weights."""
+    h = hashlib.sha256(json.dumps([teacher.model_name, epochs, batch_size, lr, seed]).encode())
+    for rec in records:
+        h.update(json.dumps([rec["image_id"], rec["captions"]]).encode())
+    h.update(teacher.fingerprint().encode())
+    return h.hexdigest()
+
+
+def _param_groups(model: Any) -> list[dict]:
+    """CLIP's split: weight decay on matrices only, none on gains, biases, embeddings and the scale."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith("bias")
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": _WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _schedule(total_steps: int) -> Any:
+    """Linear warm-up then cosine decay to zero, as a LambdaLR multiplier."""
+    warmup = min(max(_MIN_WARMUP, int(_WARMUP_FRAC * total_steps)), max(1, total_steps // 2))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    return factor
+
+
+def evaluate_dual(teacher: OpenClipTeacher, records: list[dict], prepared_dir: str | Path,
+                  progress: bool = False) -> dict[str, float]:
+    """Recall@K both ways and twin accuracy of the teacher on a manifest split (DESIGN §5)."""
+    from mcad_core.data.manifest import flatten_captions
+    from mcad_core.retrieval import retrieval_metrics, twin_accuracy
+
+    pixels, _, _ = _load_split(teacher, records, Path(prepared_dir), progress)
+    captions, image_index = flatten_captions(records)
+    img = teacher._encode(list(pixels.split(teacher.batch_size)), teacher.encode_pixels)
+    txt = teacher.encode_texts(captions)
+    out = retrieval_metrics(img, txt, image_index)
+    row = {rec["image_id"]: i for i, rec in enumerate(records)}
+    twin_of = [row.get(rec.get("twin"), -1) for rec in records]
+    if any(t >= 0 for t in twin_of):
+        out["twin_acc"] = twin_accuracy(img, txt, image_index, twin_of)
+    return out
+
+
+def train_dual_teacher(teacher: OpenClipTeacher, train_records: list[dict], prepared_dir: str | Path,
+                       epochs: int, batch_size: int, lr: float, out_dir: str | Path, seed: int,
+                       device: str = "cpu", progress: bool = True,
+                       val_records: list[dict] | None = None) -> dict[str, Any]:
+    """Contrastive CLIP training (open_clip ``ClipLoss``) of ``teacher`` in place; returns a summary.
+
+    An epoch shows every training image once, each with one of its captions drawn at random
+    (a batch never holds one image twice, so ClipLoss sees no false negatives from it).
+    AdamW, warm-up + cosine. The full state is saved to ``out_dir/dual_train_state.pt``
+    after each epoch; a re-run with the same settings and data resumes from it and ends
+    with the same weights as an uninterrupted run. ``epochs=0`` keeps the weights as loaded.
+    """
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    if epochs < 0:
+        raise McadError(f"teachers.dual.epochs: must be >= 0, got {epochs}")
+    if batch_size < 2:
+        raise McadError(f"teachers.dual.batch_size: contrastive training needs >= 2, got {batch_size}")
+    if not train_records:
+        raise McadError("teachers.dual: the train split is empty")
+    prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
+    teacher.model.to(device)
+    teacher.device = device
+    summary: dict[str, Any] = {"epochs": epochs, "steps": 0, "train_time_s": 0.0, "loss": []}
+    if epochs > 0:
+        open_clip = _open_clip()
+        key = _run_key(teacher, train_records, epochs, batch_size, lr, seed)
+        pixels, tokens, caption_ids = _load_split(teacher, train_records, prepared_dir, progress)
+        n = len(train_records)
+        steps_per_epoch = max(1, n // batch_size)  # the ragged tail is dropped: equal-size batches
+        total = epochs * steps_per_epoch
+        model = teacher.model
+        opt = torch.optim.AdamW(_param_groups(model), lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total))
+        loss_fn = open_clip.ClipLoss()
+        state_path = out_dir / TRAIN_STATE_FILE
+        start_epoch = 0
+        torch.manual_seed(seed)
+        if state_path.is_file():
+            state = torch.load(state_path, map_location=device, weights_only=False)
+            if state.get("key") == key:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                torch.set_rng_state(state["rng"])
+                start_epoch, summary = state["epoch"], state["summary"]
+                if progress:
+                    tqdm.write(f"dual teacher: resuming after epoch {start_epoch} from {state_path}")
+            elif progress:
+                tqdm.write(f"dual teacher: {state_path} is from other settings or data; starting afresh")
+        t0 = time.perf_counter() - summary["train_time_s"]
+        model.train()
+        for epoch in range(start_epoch, epochs):
+            rng = np.random.default_rng([seed, epoch])  # the epoch's order and captions, resume-proof
+            order = rng.permutation(n)
+            pick = np.array([ids[rng.integers(len(ids))] for ids in caption_ids])
+            bar = tqdm(range(steps_per_epoch), desc=f"dual teacher epoch {epoch + 1}/{epochs}",
+                       disable=not progress, mininterval=1.0)
+            total_loss = 0.0
+            for step in bar:
+                rows = torch.from_numpy(order[step * batch_size : (step + 1) * batch_size])
+                img = teacher.encode_pixels(pixels[rows])
+                txt = teacher.encode_tokens(tokens[torch.from_numpy(pick[rows.numpy()])])
+                loss = loss_fn(img, txt, model.logit_scale.exp())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), _GRAD_CLIP)
+                opt.step()
+                sched.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, _LOGIT_SCALE_MAX)
+                value = loss.item()
+                total_loss += value
+                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            summary["loss"].append(total_loss / steps_per_epoch)
+            summary["steps"] += steps_per_epoch
+            summary["train_time_s"] = time.perf_counter() - t0
+            with atomic_path(state_path) as tmp:
+                torch.save({"key": key, "epoch": epoch + 1, "model": model.state_dict(),
+                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "rng": torch.get_rng_state(), "summary": summary}, tmp)
+        model.eval()
+    if val_records:
+        summary["val"] = evaluate_dual(teacher, val_records, prepared_dir)
+    return summary
