@@ -82,7 +82,7 @@ class FuseParams(_Group):
 class DistillParams(_Group):
     variants: list[Variant] = ["contrastive", "dual_kd", "mcad"]
     student: str = "mcad-student-tiny"
-    epochs: PositiveInt = 10
+    epochs: PositiveInt = 6
     batch_size: PositiveInt = 256
     lr: PositiveFloat = 2e-3
     tau_t: PositiveFloat = 0.1
