@@ -13,8 +13,8 @@ import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
+from mcad_core.paths import CACHE, FUSED, PREPARED, TEACHERS
 
-PREPARED, TEACHERS, CACHE, FUSED = Path("data/prepared"), Path("models/teachers"), Path("data/cache"), Path("data/fused")
 COLUMNS = ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "rsum", "twin_acc")
 
 

@@ -16,8 +16,7 @@ import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
-
-PREPARED, TEACHERS, CACHE, FUSED = Path("data/prepared"), Path("models/teachers"), Path("data/cache"), Path("data/fused")
+from mcad_core.paths import CACHE, FUSED, PREPARED, TEACHERS
 
 
 @click.command()

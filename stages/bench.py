@@ -6,8 +6,8 @@ import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
+from mcad_core.paths import PREPARED
 
-PREPARED = Path("data/prepared")
 MODELS = Path("models/tflite")
 REPORT = Path("reports/latency.json")
 PLOT_ROWS = Path("reports/plots/search_latency.csv")

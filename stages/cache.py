@@ -6,9 +6,8 @@ import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
+from mcad_core.paths import PREPARED, TEACHERS
 
-PREPARED = Path("data/prepared")
-TEACHERS = Path("models/teachers")
 OUT = Path("data/cache")
 
 

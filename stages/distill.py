@@ -7,11 +7,7 @@ import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
-
-PREPARED = Path("data/prepared")
-TEACHERS = Path("models/teachers")
-CACHE = Path("data/cache")
-FUSED = Path("data/fused")
+from mcad_core.paths import CACHE, FUSED, PREPARED, TEACHERS
 
 
 @click.command()

@@ -7,8 +7,8 @@ import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
+from mcad_core.paths import PREPARED
 
-PREPARED = Path("data/prepared")
 TEACHERS_REPORT = Path("reports/teachers.json")
 
 

@@ -6,10 +6,8 @@ import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
+from mcad_core.paths import CACHE, PREPARED, TEACHERS
 
-PREPARED = Path("data/prepared")
-TEACHERS = Path("models/teachers")
-CACHE = Path("data/cache")
 OUT = Path("data/fused")
 REPORT = Path("reports/fuse.json")
 

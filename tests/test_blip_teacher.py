@@ -10,20 +10,13 @@ from mcad_core.models.blip import load_blip_teacher
 WORDS = "a an the red blue green circle square star left right of above below small large is there".split()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster, and immune to OpenMP stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def blip_folder(tmp_path_factory):
     """A random 2-layer BLIP ITM model + processor with a WordPiece vocab written here (no hub)."""
-    from transformers import (BertTokenizer, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor,
-                              BlipProcessor)
+    from transformers import BertTokenizer, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor, BlipProcessor
 
     folder = tmp_path_factory.mktemp("blip")
     vocab_dir = tmp_path_factory.mktemp("vocab")

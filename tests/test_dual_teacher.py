@@ -6,8 +6,13 @@ import torch
 from PIL import Image
 
 from mcad_core.errors import McadError
-from mcad_core.models.dual import (TRAIN_STATE_FILE, load_dual_teacher, load_saved_dual_teacher, save_dual_teacher,
-                                   train_dual_teacher)
+from mcad_core.models.dual import (
+    TRAIN_STATE_FILE,
+    load_dual_teacher,
+    load_saved_dual_teacher,
+    save_dual_teacher,
+    train_dual_teacher,
+)
 
 MODEL = "mcad-dual-tiny"
 CAPTIONS = ["a red circle", "a small blue square left of a green star", "there is a large yellow hexagon"]
@@ -19,13 +24,7 @@ def _images():
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster, and immune to OpenMP stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

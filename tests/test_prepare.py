@@ -16,7 +16,7 @@ import mcad_core.data.prepare as prepare_module
 from mcad_core.data.manifest import SPLITS, image_path, load_image, read_manifest
 from mcad_core.data.prepare import prepare_dataset
 from mcad_core.errors import McadError
-from mcad_core.params import DataParams, parse_params
+from mcad_core.params import parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "stages" / "prepare.py"

@@ -23,8 +23,16 @@ from torch import nn
 
 from mcad_core.errors import McadError
 from mcad_core.io import atomic_path
-from mcad_core.models.region.objects import (SLOT_COLOUR, SLOT_SHAPE, SLOT_SIZE, SLOT_VALID, SceneArrays,
-                                             attribute_targets, object_slots, scene_arrays)
+from mcad_core.models.region.objects import (
+    SLOT_COLOUR,
+    SLOT_SHAPE,
+    SLOT_SIZE,
+    SLOT_VALID,
+    SceneArrays,
+    attribute_targets,
+    object_slots,
+    scene_arrays,
+)
 from mcad_core.models.region.teacher import RegionCrossEncoder, default_config, load_model_config
 from mcad_core.models.region.tokenizer import WordTokenizer
 
