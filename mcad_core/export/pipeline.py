@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mcad_core.errors import McadError
 from mcad_core.export.search import quantize_gallery
 from mcad_core.export.tflite import TFLiteEncoder, export_student, model_filename, parity
 
@@ -22,19 +21,11 @@ if TYPE_CHECKING:
 
 
 def load_image_array(prepared_dir: str | Path, records: list[dict], size: int) -> np.ndarray:
-    """Manifest images as float32 [N, 3, size, size] in [0, 1] (the image tower's input)."""
-    from tqdm import tqdm
+    """Manifest images as float32 [N, 3, size, size] in [0, 1] (the image tower's input), resized
+    as for training and evaluation so real-data photos of any size export and calibrate alike."""
+    from mcad_core.data.images import load_images_uint8
 
-    from mcad_core.data.manifest import image_path, load_image
-
-    out = np.empty((len(records), 3, size, size), np.float32)
-    for i, rec in enumerate(tqdm(records, desc="load images", leave=False)):
-        im = load_image(prepared_dir, rec)
-        if im.size != (size, size):
-            raise McadError(f"{image_path(prepared_dir, rec)}: image is {im.size[0]}x{im.size[1]}, "
-                            f"the student expects {size}x{size}")
-        out[i] = np.asarray(im, np.float32).transpose(2, 0, 1) / 255.0
-    return out
+    return load_images_uint8(prepared_dir, records, size).astype(np.float32) / 255.0
 
 
 def calibration_set(prepared_dir: str | Path, tokenizer: StudentTokenizer, n: int, seed: int, size: int

@@ -207,20 +207,13 @@ def _load_split(teacher: OpenClipTeacher, records: list[dict], prepared_dir: Pat
                 progress: bool) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
     """Preload a split once: uint8 pixels [N, 3, H, W], unique-caption tokens, caption ids per image."""
     import torch
-    from PIL import Image as PILImage
     from tqdm import tqdm
 
-    pixels = []
+    from mcad_core.data.manifest import load_image
+
+    pixels = []  # the teacher's own preprocessing (open_clip transform), not the student's loader
     for start in tqdm(range(0, len(records), 512), desc="load images", disable=not progress, mininterval=1.0):
-        batch = []
-        for rec in records[start : start + 512]:
-            path = prepared_dir / rec["image"]
-            try:
-                with PILImage.open(path) as img:
-                    batch.append(img.convert("RGB"))
-            except OSError as err:
-                raise McadError(f"{path}: cannot read image ({err})") from None
-        pixels.append(teacher.image_pixels(batch))
+        pixels.append(teacher.image_pixels([load_image(prepared_dir, rec) for rec in records[start : start + 512]]))
     index: dict[str, int] = {}
     caption_ids = [[index.setdefault(c, len(index)) for c in rec["captions"]] for rec in records]
     tokens = teacher.tokenize(list(index))

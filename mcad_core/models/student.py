@@ -159,6 +159,9 @@ class TextTower(nn.Module):
         super().__init__()
         self.context_length = cfg.context_length
         self.token_embedding = nn.Embedding(vocab_size, cfg.width)
+        # CLIP's init: at PyTorch's default std 1.0 the token vectors drown the 0.01 positional
+        # signal and the tower trains as a bag of words, blind to word order (twin_acc at chance).
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.positional_embedding = nn.Parameter(torch.randn(cfg.context_length, cfg.width) * 0.01)
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
         self.ln_final = nn.LayerNorm(cfg.width)
