@@ -73,9 +73,10 @@ class CacheParams(_Group):
 
 
 class FuseParams(_Group):
-    lambda_: float = Field(1.0, ge=0, alias="lambda")
+    lambda_: float = Field(0.3, ge=0, alias="lambda")
     alpha: float = Field(1.0, ge=0)
-    tau_m: PositiveFloat = 1.0
+    tau_m: PositiveFloat = 3.0
+    shift: Literal["centred", "below_positive"] = "below_positive"
     projection: Literal["ranking", "pca"] = "ranking"
 
 

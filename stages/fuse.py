@@ -25,7 +25,8 @@ def main(params_path: str) -> None:
     params = load_params(params_path)
     train, val = (load_cache(CACHE, split, PREPARED, TEACHERS, params.cache.hard_k) for split in ("train", "val"))
     settings = FuseSettings(lam=params.fuse.lambda_, alpha=params.fuse.alpha, tau_m=params.fuse.tau_m,
-                            projection=params.fuse.projection, seed=params.seed)
+                            projection=params.fuse.projection, shift=params.fuse.shift,
+                            seed=params.seed)
     tensors, report = run_fusion(train, val, settings, params.distill.tau_t)
     with atomic_path(OUT) as tmp:
         tmp.mkdir()

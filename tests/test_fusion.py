@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -56,9 +57,28 @@ def test_lambda_zero_keeps_dual_features_and_alpha_scales_logits():
                                                                          projection="ranking"), 0.1, progress=False)
     assert torch.equal(tensors["v"], train["v"]) and torch.equal(tensors["t"], train["t"])
     assert "proj" not in tensors
-    m_mean = float(tensors["m_mean"])
-    assert torch.allclose(tensors["s_img_nbr"], 2.0 * (train["m_img_nbr"] - m_mean) / 0.5)
+    m_ref = float(tensors["m_ref"])
+    assert m_ref == pytest.approx(float(torch.cat([train[k].reshape(-1) for k in ("m_own", "m_img_nbr", "m_nbr_img")]).mean()))
+    assert torch.allclose(tensors["s_img_nbr"], 2.0 * (train["m_img_nbr"] - m_ref) / 0.5)
     assert report["fused_features_true_top1"] == report["dual_true_top1"]
+
+
+def test_below_positive_shift_only_lowers_pairs_and_keeps_the_true_vs_twin_gap():
+    train, val = twin_cache(), twin_cache(seed=2)
+    settings = dict(lam=0.0, alpha=1.0, tau_m=2.0, projection="ranking")
+    centred, _ = run_fusion(train, val, FuseSettings(**settings), 0.1, progress=False)
+    lowered, _ = run_fusion(train, val, FuseSettings(shift="below_positive", **settings), 0.1, progress=False)
+    assert float(lowered["m_ref"]) == pytest.approx(float(train["m_own"].mean()))
+    for name in ("s_own", "s_img_nbr", "s_nbr_img"):
+        assert (lowered[name] <= 0).all()
+    assert (centred["s_own"] > 0).all()  # centred lifts every true pair above uncached negatives
+    ref = first_caption_index(train["cap_image"], train["v"].shape[0])  # rows of m_img_nbr use c*_i
+    below = train["m_img_nbr"] < float(train["m_own"].min())  # pairs every true pair outscores
+    gap_centred = centred["s_own"][ref, None] - centred["s_img_nbr"]
+    gap_lowered = lowered["s_own"][ref, None] - lowered["s_img_nbr"]
+    keep = below & (lowered["s_own"][ref, None] == 0)
+    assert keep.any()
+    assert torch.allclose(gap_centred[keep], gap_lowered[keep])
 
 
 def test_pca_projection_is_deterministic_and_unit_norm():

@@ -1,8 +1,10 @@
 """Fused teacher targets (DESIGN §4.1-4.2): the cross-encoder's knowledge folded into the dual teacher.
 
 Two channels, each a switch for the ablation:
-- distribution: cached cross-encoder logits shifted by their mean and scaled,
-  ``α·(m − m̄)/τ_M``, added to the dual teacher's logits for the pairs that have them;
+- distribution: cached cross-encoder logits shifted and scaled, added to the dual teacher's
+  logits for the pairs that have them: ``α·(m − m̄)/τ_M`` with m̄ the mean cached logit
+  (``shift=centred``, DESIGN §4.1), or ``α·min(0, m − m̄₊)/τ_M`` with m̄₊ the mean logit of true
+  pairs (``shift=below_positive``, see ``shifted_logits``);
 - features: ``ṽ = norm(v + λ·norm(P h̄))``, ``t̃ = norm(t + λ·norm(P h))``.
 
 P is NOT fitted by regressing h onto v + t (that maps h onto what the dual teacher
@@ -27,6 +29,7 @@ class FuseSettings:
     alpha: float
     tau_m: float
     projection: str
+    shift: str = "centred"
     steps: int = 300
     lr: float = 1e-2
     seed: int = 0
@@ -138,12 +141,31 @@ def _fit_ranking_projection(cache: dict, settings: FuseSettings, progress: bool)
     return proj.detach()
 
 
-def shifted_logits(cache: dict, alpha: float, tau_m: float, m_mean: float) -> dict[str, torch.Tensor]:
-    """The distribution channel's additive terms α·(m − m̄)/τ_M for every cached pair."""
-    return {
-        name: alpha * (cache[name].float() - m_mean) / tau_m
-        for name in ("m_own", "m_img_nbr", "m_nbr_img")
-    }
+def shift_reference(cache: dict, shift: str) -> float:
+    """The cross-encoder logit that leaves a teacher logit unchanged: the mean of all cached
+    logits (``centred``) or the mean logit of true pairs (``below_positive``)."""
+    import torch
+
+    if shift == "below_positive":
+        return float(cache["m_own"].float().mean())
+    return float(torch.cat([cache[k].float().reshape(-1) for k in ("m_own", "m_img_nbr", "m_nbr_img")]).mean())
+
+
+def shifted_logits(cache: dict, alpha: float, tau_m: float, m_ref: float, shift: str = "centred"
+                   ) -> dict[str, torch.Tensor]:
+    """The distribution channel's additive terms for every cached pair.
+
+    ``centred``: α·(m − m̄)/τ_M. The cross-encoder is near-certain about true pairs, so this
+    lifts every true pair far above the uncached (easy) negatives: the targets turn towards
+    one-hot and lose the dual teacher's soft ranking (CPRD's concern, DESIGN §4.7).
+    ``below_positive``: α·min(0, m − m̄₊)/τ_M. Only pairs the cross-encoder scores below a typical
+    true pair (twins, hard negatives) are lowered; true and uncached pairs keep the dual logit,
+    and the gap between a true pair and its twin is the same as with ``centred``.
+    """
+    out = {name: alpha * (cache[name].float() - m_ref) / tau_m for name in ("m_own", "m_img_nbr", "m_nbr_img")}
+    if shift == "below_positive":
+        out = {name: x.clamp(max=0.0) for name, x in out.items()}
+    return out
 
 
 def ranking_report(cache: dict, v_t: torch.Tensor, t_t: torch.Tensor, shifted: dict[str, torch.Tensor],
@@ -186,21 +208,21 @@ def run_fusion(train_cache: dict, val_cache: dict, settings: FuseSettings, tau_t
     """Fit P on train, build the fused train targets, and report ranking quality on val.
 
     Returns the tensors of ``data/fused/train.safetensors`` (``v``, ``t``: fused features;
-    ``s_own``, ``s_img_nbr``, ``s_nbr_img``: shifted logits; ``proj``: P) and the report.
+    ``s_own``, ``s_img_nbr``, ``s_nbr_img``: shifted logits; ``m_ref``; ``proj``: P) and the report.
     """
     import torch
 
-    m_all = torch.cat([train_cache[k].float().reshape(-1) for k in ("m_own", "m_img_nbr", "m_nbr_img")])
-    m_mean = float(m_all.mean())
+    m_ref = shift_reference(train_cache, settings.shift)
     proj = fit_projection(train_cache, settings, progress)
     v_t, t_t = fused_features(train_cache, proj, settings.lam)
-    shifted = shifted_logits(train_cache, settings.alpha, settings.tau_m, m_mean)
+    shifted = shifted_logits(train_cache, settings.alpha, settings.tau_m, m_ref, settings.shift)
     tensors = {"v": v_t.contiguous(), "t": t_t.contiguous(),
                "s_own": shifted["m_own"], "s_img_nbr": shifted["m_img_nbr"].contiguous(),
-               "s_nbr_img": shifted["m_nbr_img"].contiguous(), "m_mean": torch.tensor([m_mean])}
+               "s_nbr_img": shifted["m_nbr_img"].contiguous(), "m_ref": torch.tensor([m_ref])}
     if proj is not None:
         tensors["proj"] = proj.contiguous()
     v_val, t_val = fused_features(val_cache, proj, settings.lam)
-    report = ranking_report(val_cache, v_val, t_val, shifted_logits(val_cache, settings.alpha, settings.tau_m, m_mean), tau_t)
-    report["m_mean"] = round(m_mean, 4)
+    val_shifted = shifted_logits(val_cache, settings.alpha, settings.tau_m, m_ref, settings.shift)
+    report = ranking_report(val_cache, v_val, t_val, val_shifted, tau_t)
+    report["m_ref"] = round(m_ref, 4)
     return tensors, report
