@@ -7,6 +7,7 @@ non-positive size fails the same way everywhere: one line naming the key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -155,3 +156,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as err:
         raise McadError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     return parse_params(raw if raw is not None else {}, str(path))
+
+
+def with_overrides(params: Params, overrides: Sequence[str]) -> Params:
+    """``params`` with ``group.key=value`` overrides applied, as ``dvc exp run -S`` takes them
+    (values parsed as YAML), validated like the file itself."""
+    raw = params.model_dump(by_alias=True)
+    for item in overrides:
+        dotted, sep, value = item.partition("=")
+        keys = dotted.split(".")
+        if not sep or not all(keys):
+            raise McadError(f"override '{item}': expected group.key=value")
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise McadError(f"override '{item}': '{key}' is not a group")
+        node[keys[-1]] = yaml.safe_load(value)
+    return parse_params(raw, "override")

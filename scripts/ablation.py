@@ -2,9 +2,12 @@
 
 Reads the pipeline's cache and fused targets (run `dvc repro fuse` first) and trains in
 process, leaving the pipeline's own students untouched. Writes reports/ablation.md and
-reports/ablation.json, so a reader can tell a gain from seed noise.
+reports/ablation.json, so a reader can tell a gain from seed noise. ``-S group.key=value``
+overrides params as ``dvc exp run -S`` does; a ``fuse.*`` override re-fits the fused targets
+in a temporary folder first.
 
     python scripts/ablation.py --seeds 0 1 2 --variants contrastive dual_kd mcad
+    python scripts/ablation.py --seeds 0 --variants mcad_dist -S fuse.shift=centred --out reports/tuning/centred
 """
 
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 import click
 
 from mcad_core.cli import one_line_errors, params_option
-from mcad_core.params import load_params
+from mcad_core.params import load_params, with_overrides
 from mcad_core.paths import CACHE, FUSED, PREPARED, TEACHERS
 
 COLUMNS = ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "rsum", "twin_acc")
@@ -22,9 +25,11 @@ COLUMNS = ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "rsum", "twin_acc")
 @click.option("--seeds", multiple=True, type=int, default=(0, 1, 2), show_default=True)
 @click.option("--variants", multiple=True, default=None, help="default: distill.variants")
 @click.option("--out", default="reports/ablation", show_default=True, help="writes <out>.md and <out>.json")
+@click.option("-S", "--set", "overrides", multiple=True, help="group.key=value, as dvc exp run -S")
 @params_option
 @one_line_errors
-def main(seeds: tuple[int, ...], variants: tuple[str, ...], out: str, params_path: str) -> None:
+def main(seeds: tuple[int, ...], variants: tuple[str, ...], out: str, overrides: tuple[str, ...],
+         params_path: str) -> None:
     import tempfile
     import time
 
@@ -34,14 +39,20 @@ def main(seeds: tuple[int, ...], variants: tuple[str, ...], out: str, params_pat
     from mcad_core.data.manifest import read_manifest
     from mcad_core.evaluation import student_metrics
     from mcad_core.io import write_json, write_text
+    from mcad_core.mcad.targets import write_fused_targets
     from mcad_core.mcad.train import distill_student, load_distill_inputs
 
-    params = load_params(params_path)
+    params = with_overrides(load_params(params_path), overrides)
     variants = variants or tuple(params.distill.variants)
     test = read_manifest(PREPARED / "test.jsonl")
     runs: dict[str, list[dict]] = {}
+    scratch = tempfile.TemporaryDirectory()
+    fused_dir = FUSED
+    if any(o.startswith("fuse.") for o in overrides):
+        fused_dir = Path(scratch.name) / "fused"
+        write_fused_targets(params, fused_dir, PREPARED, TEACHERS, CACHE)
     for variant in variants:
-        data, tok = load_distill_inputs(params, variant, PREPARED, TEACHERS, CACHE, FUSED)
+        data, tok = load_distill_inputs(params, variant, PREPARED, TEACHERS, CACHE, fused_dir)
         images = load_images_uint8(PREPARED, test, data.images.shape[-1], progress=False)
         for seed in seeds:
             start = time.time()
@@ -52,13 +63,15 @@ def main(seeds: tuple[int, ...], variants: tuple[str, ...], out: str, params_pat
             click.echo(f"{variant} seed {seed}: rsum {row['rsum']:.2f} twin_acc {row.get('twin_acc', float('nan')):.2f}")
     summary = {v: {c: {"mean": float(np.mean([r[c] for r in rs])), "std": float(np.std([r[c] for r in rs], ddof=1))
                        if len(rs) > 1 else 0.0} for c in COLUMNS if c in rs[0]} for v, rs in runs.items()}
-    lines = [f"# Ablation: {len(seeds)} seeds ({', '.join(map(str, seeds))}), test split, mean ± std\n",
+    scratch.cleanup()
+    setting = f", params overridden: `{' '.join(overrides)}`" if overrides else ""
+    lines = [f"# Ablation: {len(seeds)} seeds ({', '.join(map(str, seeds))}), test split, mean ± std{setting}\n",
              "| variant | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for v, cols in summary.items():
         lines.append(f"| {v} | " + " | ".join(f"{cols[c]['mean']:.2f} ± {cols[c]['std']:.2f}" if c in cols else "–"
                                             for c in COLUMNS) + " |")
     write_text(f"{out}.md", "\n".join(lines) + "\n")
-    write_json(f"{out}.json", {"seeds": list(seeds), "summary": summary, "runs": runs})
+    write_json(f"{out}.json", {"seeds": list(seeds), "overrides": list(overrides), "summary": summary, "runs": runs})
     click.echo("\n".join(lines))
 
 

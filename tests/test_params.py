@@ -7,7 +7,7 @@ import yaml
 
 from mcad_core.errors import McadError
 from mcad_core.mcad.variants import VARIANTS
-from mcad_core.params import Params, Variant, load_params, parse_params
+from mcad_core.params import Params, Variant, load_params, parse_params, with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,3 +53,14 @@ def test_every_declared_variant_has_a_spec():
 def test_real_data_params_file_is_valid():
     for path in ROOT.glob("configs/*.yaml"):
         parse_params(yaml.safe_load(path.read_text()), str(path))
+
+
+def test_overrides_apply_like_dvc_set_and_are_validated():
+    params = with_overrides(Params(), ["fuse.tau_m=10", "fuse.lambda=0", "distill.variants=[mcad, dual_kd]"])
+    assert params.fuse.tau_m == 10 and params.fuse.lambda_ == 0
+    assert params.distill.variants == ["mcad", "dual_kd"]
+    assert params.cache == Params().cache
+    with pytest.raises(McadError, match="unknown key 'fuse.tau'"):
+        with_overrides(Params(), ["fuse.tau=1"])
+    with pytest.raises(McadError, match="expected group.key=value"):
+        with_overrides(Params(), ["fuse.tau_m"])

@@ -46,3 +46,23 @@ def fused_fingerprint(cache_dir: Path, fuse_params: dict[str, Any]) -> dict[str,
 def load_fused(fused_dir: Path, cache_dir: Path, fuse_params: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Fused train targets, refused if the cache or the fuse params changed since ``fuse`` ran."""
     return load_tensors(Path(fused_dir) / "train.safetensors", fused_fingerprint(cache_dir, fuse_params))
+
+
+def write_fused_targets(params: Any, out_dir: Path, prepared_dir: Path, teachers_dir: Path, cache_dir: Path,
+                        progress: bool = True) -> dict[str, float]:
+    """Stage ``fuse`` as a function: fit P on the train cache, write ``out_dir/train.safetensors``
+    atomically with its fingerprint, and return the ranking report on val."""
+    from mcad_core.io import atomic_path
+    from mcad_core.mcad.cache import save_tensors
+    from mcad_core.mcad.fusion import FuseSettings, run_fusion
+
+    train, val = (load_cache(cache_dir, split, prepared_dir, teachers_dir, params.cache.hard_k)
+                  for split in ("train", "val"))
+    fuse = params.fuse
+    settings = FuseSettings(lam=fuse.lambda_, alpha=fuse.alpha, tau_m=fuse.tau_m, projection=fuse.projection,
+                            shift=fuse.shift, seed=params.seed)
+    tensors, report = run_fusion(train, val, settings, params.distill.tau_t, progress)
+    with atomic_path(Path(out_dir)) as tmp:
+        tmp.mkdir()
+        save_tensors(tmp / "train.safetensors", tensors, fused_fingerprint(cache_dir, fuse.model_dump(by_alias=True)))
+    return report
