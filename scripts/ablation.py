@@ -6,7 +6,7 @@ reports/ablation.json, so a reader can tell a gain from seed noise. ``-S group.k
 overrides params as ``dvc exp run -S`` does; a ``fuse.*`` override re-fits the fused targets
 in a temporary folder first.
 
-    python scripts/ablation.py --seeds 0 1 2 --variants contrastive dual_kd mcad
+    python scripts/ablation.py --seeds 0,1,2 --variants contrastive,dual_kd,mcad
     python scripts/ablation.py --seeds 0 --variants mcad_dist -S fuse.shift=centred --out reports/tuning/centred
 """
 
@@ -22,13 +22,13 @@ COLUMNS = ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "rsum", "twin_acc")
 
 
 @click.command()
-@click.option("--seeds", multiple=True, type=int, default=(0, 1, 2), show_default=True)
-@click.option("--variants", multiple=True, default=None, help="default: distill.variants")
+@click.option("--seeds", default="0,1,2", show_default=True, help="comma-separated")
+@click.option("--variants", default="", help="comma-separated; default: distill.variants")
 @click.option("--out", default="reports/ablation", show_default=True, help="writes <out>.md and <out>.json")
 @click.option("-S", "--set", "overrides", multiple=True, help="group.key=value, as dvc exp run -S")
 @params_option
 @one_line_errors
-def main(seeds: tuple[int, ...], variants: tuple[str, ...], out: str, overrides: tuple[str, ...],
+def main(seeds: str, variants: str, out: str, overrides: tuple[str, ...],
          params_path: str) -> None:
     import tempfile
     import time
@@ -43,7 +43,12 @@ def main(seeds: tuple[int, ...], variants: tuple[str, ...], out: str, overrides:
     from mcad_core.mcad.train import distill_student, load_distill_inputs
 
     params = with_overrides(load_params(params_path), overrides)
-    variants = variants or tuple(params.distill.variants)
+    try:
+        seed_list = [int(x) for x in seeds.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got '{seeds}'", param_hint="--seeds") from None
+    variant_list = with_overrides(params, [f"distill.variants=[{variants}]"]).distill.variants if variants \
+        else params.distill.variants
     test = read_manifest(PREPARED / "test.jsonl")
     runs: dict[str, list[dict]] = {}
     scratch = tempfile.TemporaryDirectory()
@@ -51,10 +56,10 @@ def main(seeds: tuple[int, ...], variants: tuple[str, ...], out: str, overrides:
     if any(o.startswith("fuse.") for o in overrides):
         fused_dir = Path(scratch.name) / "fused"
         write_fused_targets(params, fused_dir, PREPARED, TEACHERS, CACHE)
-    for variant in variants:
+    for variant in variant_list:
         data, tok = load_distill_inputs(params, variant, PREPARED, TEACHERS, CACHE, fused_dir)
         images = load_images_uint8(PREPARED, test, data.images.shape[-1], progress=False)
-        for seed in seeds:
+        for seed in seed_list:
             start = time.time()
             with tempfile.TemporaryDirectory() as ckpt:
                 model = distill_student(variant, params.distill, data, tok.vocab_size, Path(ckpt), seed)
@@ -65,13 +70,13 @@ def main(seeds: tuple[int, ...], variants: tuple[str, ...], out: str, overrides:
                        if len(rs) > 1 else 0.0} for c in COLUMNS if c in rs[0]} for v, rs in runs.items()}
     scratch.cleanup()
     setting = f", params overridden: `{' '.join(overrides)}`" if overrides else ""
-    lines = [f"# Ablation: {len(seeds)} seeds ({', '.join(map(str, seeds))}), test split, mean ± std{setting}\n",
+    lines = [f"# Ablation: {len(seed_list)} seeds ({', '.join(map(str, seed_list))}), test split, mean ± std{setting}\n",
              "| variant | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for v, cols in summary.items():
         lines.append(f"| {v} | " + " | ".join(f"{cols[c]['mean']:.2f} ± {cols[c]['std']:.2f}" if c in cols else "–"
                                             for c in COLUMNS) + " |")
     write_text(f"{out}.md", "\n".join(lines) + "\n")
-    write_json(f"{out}.json", {"seeds": list(seeds), "overrides": list(overrides), "summary": summary, "runs": runs})
+    write_json(f"{out}.json", {"seeds": seed_list, "overrides": list(overrides), "summary": summary, "runs": runs})
     click.echo("\n".join(lines))
 
 
