@@ -34,11 +34,18 @@ def teacher():
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    """24 embedded scenes on disk, as the prepare stage writes them."""
+    """24 embedded scenes on disk, laid out as a Karpathy dataset is: the images in their own
+    folder, which the prepared folder's source.json names (so training must resolve paths
+    through it, as real data needs)."""
+    import json
+
+    from mcad_core.data.manifest import SOURCE_FILE
     from mcad_core.data.synthetic import generate_split, write_split
 
-    root = tmp_path_factory.mktemp("prepared")
-    return root, write_split(generate_split("train", 24, 0, 64, 5, 3), root, "train", 64, progress=False)
+    images, prepared = tmp_path_factory.mktemp("images"), tmp_path_factory.mktemp("prepared")
+    records = write_split(generate_split("train", 24, 0, 64, 5, 3), images, "train", 64, progress=False)
+    (prepared / SOURCE_FILE).write_text(json.dumps({"source": "karpathy", "image_root": str(images)}))
+    return prepared, records
 
 
 def test_encodings_are_unit_norm_and_use_the_model_preprocessing(teacher):
