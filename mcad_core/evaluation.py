@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mcad_core.data.vocabulary import TWIN_KINDS
+from mcad_core.errors import McadError
 from mcad_core.io import atomic_path
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
+TWIN_KEYS = ("twin_acc", *(f"twin_{kind}" for kind in TWIN_KINDS))
+# What experiments are compared on (reports/metrics.json, the DVC metric); the rest goes to results.json.
+COMPARED_KEYS = ("rsum", *TWIN_KEYS)
 
 
 def twin_index(records: list[dict]) -> list[int]:
@@ -20,20 +28,48 @@ def twin_index(records: list[dict]) -> list[int]:
     return [ids.get(r.get("twin"), -1) if r.get("twin") else -1 for r in records]
 
 
+def twin_kinds(records: list[dict]) -> list[str | None]:
+    """For each record, what its twin exchanges ("colour", "size", "relation"); None without a twin
+    (Karpathy data) or in a manifest written before the kind was recorded."""
+    return [r.get("twin_kind") if r.get("twin") else None for r in records]
+
+
+def twin_metrics(accuracy: Callable[[list[int]], float], cap_image: list[int], twin_of: list[int],
+                 twin_kind: list[str | None] | None = None) -> dict[str, float]:
+    """``twin_acc`` and, given each image's twin kind, ``twin_<kind>``, from any scorer.
+
+    ``accuracy(twins)``: twin accuracy over the captions of images with ``twins[i] >= 0``; a kind
+    is measured by hiding the other kinds' twins (-1), so every scorer counts kinds one way. Keys
+    whose captions are none (no twins, or no twin of that kind) are left out.
+    """
+    if twin_kind is not None and len(twin_kind) != len(twin_of):
+        raise McadError(f"twin_kind: expected {len(twin_of)} kinds (one per image), got {len(twin_kind)}")
+    subsets = {"twin_acc": twin_of}
+    for kind in TWIN_KINDS if twin_kind is not None else ():
+        subsets[f"twin_{kind}"] = [t if k == kind else -1 for t, k in zip(twin_of, twin_kind)]
+    return {key: round(float(accuracy(twins)), 2) for key, twins in subsets.items()
+            if any(twins[i] >= 0 for i in cap_image)}
+
+
 def embedding_metrics(image_emb: torch.Tensor | np.ndarray, text_emb: torch.Tensor | np.ndarray,
-                      cap_image: list[int], twin_of: list[int]) -> dict[str, float]:
-    """Retrieval R@K both ways, RSUM and, where the data has twins, ``twin_acc``."""
+                      cap_image: list[int], twin_of: list[int],
+                      twin_kind: list[str | None] | None = None) -> dict[str, float]:
+    """Retrieval R@K both ways, RSUM and, where the data has twins, ``twin_acc`` (per kind given ``twin_kind``)."""
     from mcad_core.retrieval import retrieval_metrics, twin_accuracy
 
     out = {k: round(float(v), 2) for k, v in retrieval_metrics(image_emb, text_emb, cap_image).items()}
-    if any(t >= 0 for t in twin_of):
-        out["twin_acc"] = round(float(twin_accuracy(image_emb, text_emb, cap_image, twin_of)), 2)
-    return out
+    return out | twin_metrics(lambda twins: twin_accuracy(image_emb, text_emb, cap_image, twins),
+                              cap_image, twin_of, twin_kind)
+
+
+def compared_metrics(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per model, only what experiments are compared on: a ``dvc exp show`` a terminal can hold."""
+    return {name: {k: row[k] for k in COMPARED_KEYS if k in row} for name, row in results.items()}
 
 
 def results_markdown(metrics: dict[str, dict[str, float]]) -> str:
     """A table a person can read: one row per model."""
-    cols = [*RECALL_KEYS, "rsum", "twin_acc", "params_m"]
+    cols = [*RECALL_KEYS, "rsum", *TWIN_KEYS, "params_m"]
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, row in metrics.items():
         cells = [f"{row[c]:.2f}" if isinstance(row.get(c), (int, float)) else "–" for c in cols]
@@ -46,32 +82,65 @@ def recall_rows(metrics: dict[str, dict[str, float]]) -> list[dict]:
     return [{"model": name, "metric": k, "recall": row[k]} for name, row in metrics.items() for k in RECALL_KEYS if k in row]
 
 
+def _grouped_bars(ax: Axes, groups: list[str], series: dict[str, list[float]]) -> None:
+    """One bar per series in each group, groups side by side, labelled."""
+    import numpy as np
+
+    width = 0.8 / max(1, len(series))
+    for j, (name, vals) in enumerate(series.items()):
+        ax.bar(np.arange(len(groups)) + j * width, vals, width, label=name)
+    ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2, groups)
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _save_png(fig: Figure, png_path: str | Path) -> None:
+    """Write a figure atomically (DVC never sees half a PNG) and free it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
 def plot_recalls(metrics: dict[str, dict[str, float]], png_path: str | Path) -> None:
     """Grouped bars of R@1/5/10 per model, both directions, as a PNG (opens offline)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    names = list(metrics)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    width = 0.8 / max(1, len(names))
     for ax, direction in zip(axes, ("t2i", "i2t")):
         ks = [f"{direction}_r{k}" for k in (1, 5, 10)]
-        for j, name in enumerate(names):
-            vals = [metrics[name].get(k, np.nan) for k in ks]
-            ax.bar(np.arange(3) + j * width, vals, width, label=name)
-        ax.set_xticks(np.arange(3) + width * (len(names) - 1) / 2, ["R@1", "R@5", "R@10"])
+        _grouped_bars(ax, ["R@1", "R@5", "R@10"], {name: [row.get(k, float("nan")) for k in ks]
+                                                   for name, row in metrics.items()})
         ax.set_title("text → image" if direction == "t2i" else "image → text")
-        ax.set_ylim(0, 100)
-        ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("recall (%)")
     axes[1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save_png(fig, png_path)
+
+
+def plot_twins(metrics: dict[str, dict[str, float]], png_path: str | Path) -> None:
+    """Grouped bars of twin accuracy per model, overall and per twin kind, against chance (50):
+    which bindings (colour, size, relation) reached each model. Data without twins gets a note."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(metrics)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * len(names) + 1.5), 4))
+    _grouped_bars(ax, names, {key: [metrics[n].get(key, float("nan")) for n in names] for key in TWIN_KEYS})
+    ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set(ylabel="twin accuracy (%)", title="own scene vs its minimal-pair twin")
+    ax.tick_params(axis="x", labelsize=8)
+    if not any(k in row for row in metrics.values() for k in TWIN_KEYS):
+        ax.text(0.5, 0.75, "no twin pairs in this data", transform=ax.transAxes, ha="center")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    _save_png(fig, png_path)
 
 
 def student_metrics(model: object, tokenizer: object, records: list[dict], prepared_dir: Path,
@@ -88,4 +157,5 @@ def student_metrics(model: object, tokenizer: object, records: list[dict], prepa
     if images is None:
         images = load_images_uint8(prepared_dir, records, model.config.image.image_size)
     f, g = encode_all(model, torch.from_numpy(images), torch.from_numpy(tokenizer.encode(captions)))
-    return {**embedding_metrics(f, g, cap_image, twin_index(records)), "params_m": round(params_m(model), 3)}
+    return {**embedding_metrics(f, g, cap_image, twin_index(records), twin_kinds(records)),
+            "params_m": round(params_m(model), 3)}

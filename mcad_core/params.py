@@ -76,7 +76,7 @@ class CacheParams(_Group):
 class FuseParams(_Group):
     lambda_: float = Field(0.3, ge=0, alias="lambda")
     alpha: float = Field(1.0, ge=0)
-    tau_m: PositiveFloat = 3.0
+    tau_m: PositiveFloat = 1.0
     shift: Literal["centred", "below_positive"] = "below_positive"
     projection: Literal["ranking", "pca"] = "ranking"
 
@@ -84,15 +84,17 @@ class FuseParams(_Group):
 class DistillParams(_Group):
     variants: list[Variant] = ["contrastive", "dual_kd", "mcad"]
     student: str = "mcad-student-tiny"
-    epochs: PositiveInt = 6
+    epochs: PositiveInt = 12
     batch_size: PositiveInt = 256
     lr: PositiveFloat = 2e-3
     tau_t: PositiveFloat = 0.1
     tau_s: PositiveFloat = 0.1
     w_itc: float = Field(1.0, ge=0)
     w_dist: float = Field(1.0, ge=0)
-    w_feat: float = Field(1.0, ge=0)
-    hard_batch_frac: float = Field(0.5, ge=0, le=1)
+    w_feat: float = Field(0.0, ge=0)
+    w_hard: float = Field(3.0, ge=0)
+    hard_batch_frac: float = Field(1.0, ge=0, le=1)
+    album_frac: float = Field(0.5, ge=0, lt=1)
 
 
 class EvaluateParams(_Group):

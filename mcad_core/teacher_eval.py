@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mcad_core.evaluation import embedding_metrics, twin_index
+from mcad_core.evaluation import embedding_metrics, twin_index, twin_kinds, twin_metrics
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +51,8 @@ def _recall_at(rank_hits: torch.Tensor, ks: tuple[int, ...], prefix: str) -> dic
 def rerank_metrics(cross: CrossEncoderTeacher, img_emb: torch.Tensor, txt_emb: torch.Tensor, records: list[dict],
                    prepared_dir: Path, captions: list[str], cap_image: list[int], k: int,
                    batch: int = 512) -> dict[str, float]:
-    """R@1/5/10 both ways after the cross-encoder re-orders the dual teacher's top-k, and its twin accuracy.
+    """R@1/5/10 both ways after the cross-encoder re-orders the dual teacher's top-k, and its twin
+    accuracy (overall and per twin kind).
 
     Items outside the dual top-k stay outside (so R@K for K > k equals the dual teacher's).
     """
@@ -86,7 +87,12 @@ def rerank_metrics(cross: CrossEncoderTeacher, img_emb: torch.Tensor, txt_emb: t
         texts = [captions[c] for c in caps_with_twin]
         own = _cross_scores(cross, feats, cap_img[idx], texts, batch)
         twin = _cross_scores(cross, feats, torch.tensor([twin_of[cap_image[c]] for c in caps_with_twin]), texts, batch)
-        out["twin_acc"] = round(float(twin_accuracy_from_scores(own, twin)), 2)
+
+        def accuracy(twins: list[int]) -> float:  # over the scored captions whose image keeps its twin
+            keep = torch.tensor([twins[cap_image[c]] >= 0 for c in caps_with_twin])
+            return twin_accuracy_from_scores(own[keep], twin[keep])
+
+        out |= twin_metrics(accuracy, cap_image, twin_of, twin_kinds(records))
     return out
 
 
@@ -98,7 +104,8 @@ def teacher_report(dual: DualTeacher, cross: CrossEncoderTeacher, records: list[
     captions, cap_image = flatten_captions(records)
     img, txt = dual_embeddings(dual, records, prepared_dir, captions)
     return {
-        "teacher_dual": {**embedding_metrics(img, txt, cap_image, twin_index(records)), "params_m": params_m(dual)},
+        "teacher_dual": {**embedding_metrics(img, txt, cap_image, twin_index(records), twin_kinds(records)),
+                         "params_m": params_m(dual)},
         f"teacher_single_rerank{k}": {**rerank_metrics(cross, img, txt, records, prepared_dir, captions, cap_image, k),
                                       "params_m": params_m(cross)},
     }

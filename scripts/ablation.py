@@ -1,4 +1,5 @@
-"""Seed ablation: every distillation variant with several seeds, mean ± std per test metric.
+"""Seed ablation: every distillation variant with several seeds, mean ± std per test metric and
+per-seed paired differences to dual_kd and contrastive (mcad_core.ablation_report).
 
 Reads the pipeline's cache and fused targets (run `dvc repro fuse` first) and trains in
 process, leaving the pipeline's own students untouched. Writes reports/ablation.md and
@@ -18,8 +19,6 @@ from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params, with_overrides
 from mcad_core.paths import CACHE, FUSED, PREPARED, TEACHERS
 
-COLUMNS = ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "rsum", "twin_acc")
-
 
 @click.command()
 @click.option("--seeds", default="0,1,2", show_default=True, help="comma-separated")
@@ -33,8 +32,7 @@ def main(seeds: str, variants: str, out: str, overrides: tuple[str, ...],
     import tempfile
     import time
 
-    import numpy as np
-
+    from mcad_core.ablation_report import ablation_markdown, summarise
     from mcad_core.data.images import load_images_uint8
     from mcad_core.data.manifest import read_manifest
     from mcad_core.evaluation import student_metrics
@@ -66,18 +64,12 @@ def main(seeds: str, variants: str, out: str, overrides: tuple[str, ...],
             row = {**student_metrics(model, tok, test, PREPARED, images), "train_s": round(time.time() - start, 1)}
             runs.setdefault(variant, []).append(row)
             click.echo(f"{variant} seed {seed}: rsum {row['rsum']:.2f} twin_acc {row.get('twin_acc', float('nan')):.2f}")
-    summary = {v: {c: {"mean": float(np.mean([r[c] for r in rs])), "std": float(np.std([r[c] for r in rs], ddof=1))
-                       if len(rs) > 1 else 0.0} for c in COLUMNS if c in rs[0]} for v, rs in runs.items()}
     scratch.cleanup()
-    setting = f", params overridden: `{' '.join(overrides)}`" if overrides else ""
-    lines = [f"# Ablation: {len(seed_list)} seeds ({', '.join(map(str, seed_list))}), test split, mean ± std{setting}\n",
-             "| variant | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for v, cols in summary.items():
-        lines.append(f"| {v} | " + " | ".join(f"{cols[c]['mean']:.2f} ± {cols[c]['std']:.2f}" if c in cols else "–"
-                                            for c in COLUMNS) + " |")
-    write_text(f"{out}.md", "\n".join(lines) + "\n")
+    summary = summarise(runs)
+    markdown = ablation_markdown(summary, seed_list, overrides)
+    write_text(f"{out}.md", markdown)
     write_json(f"{out}.json", {"seeds": seed_list, "overrides": list(overrides), "summary": summary, "runs": runs})
-    click.echo("\n".join(lines))
+    click.echo(markdown)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from mcad_core.paths import PREPARED
 
 MODELS = Path("models/tflite")
 REPORT = Path("reports/latency.json")
+METRICS = Path("reports/search_metrics.json")
 PLOT_ROWS = Path("reports/plots/search_latency.csv")
 PLOT_PNG = Path("reports/search_latency.png")
 N_QUERIES = 20
@@ -19,9 +20,10 @@ N_QUERIES = 20
 @params_option
 @one_line_errors
 def main(params_path: str) -> None:
-    """Encoder latency and peak RSS per file and thread count; query latency vs gallery size."""
+    """Encoder latency and peak RSS per file and thread count; query latency vs gallery size (its
+    headline p50s also as a DVC metric)."""
     from mcad_core.data.manifest import flatten_captions, read_manifest
-    from mcad_core.export.bench import plot_search_latency, run_bench, search_rows_csv
+    from mcad_core.export.bench import plot_search_latency, run_bench, search_metrics, search_rows_csv
     from mcad_core.io import write_json, write_text
 
     params = load_params(params_path)
@@ -29,6 +31,7 @@ def main(params_path: str) -> None:
     queries = flatten_captions(read_manifest(PREPARED / "test.jsonl"))[0][:N_QUERIES]
     report = run_bench(MODELS, list(b.threads), b.runs, b.warmup, list(b.gallery_sizes), b.topk, queries, params.seed)
     write_json(REPORT, report)
+    write_json(METRICS, search_metrics(report["search"]))
     write_text(PLOT_ROWS, search_rows_csv(report["search"]))
     plot_search_latency(report["search"], PLOT_PNG)
 

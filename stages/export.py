@@ -11,6 +11,7 @@ from mcad_core.paths import PREPARED
 STUDENTS = Path("models/student")
 OUT = Path("models/tflite")
 REPORT = Path("reports/export.json")
+METRICS = Path("reports/export_metrics.json")
 
 
 @click.command()
@@ -18,8 +19,8 @@ REPORT = Path("reports/export.json")
 @one_line_errors
 def main(params_path: str) -> None:
     """Convert both towers of models/student/<export.variant>, calibrated on train; report parity
-    (val) and the retrieval drop (test) per format."""
-    from mcad_core.export.pipeline import run_export
+    (val) and the retrieval drop (test) per format, the RSUM drop also as a DVC metric."""
+    from mcad_core.export.pipeline import export_metrics, run_export
     from mcad_core.io import atomic_path, write_json
 
     params = load_params(params_path)
@@ -27,6 +28,7 @@ def main(params_path: str) -> None:
     with atomic_path(OUT) as tmp:
         report = run_export(STUDENTS / ex.variant, PREPARED, tmp, list(ex.formats), ex.calib_samples, params.seed)
     write_json(REPORT, {"variant": ex.variant, **report})
+    write_json(METRICS, export_metrics(report))
 
 
 if __name__ == "__main__":

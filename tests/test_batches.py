@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mcad_core.errors import McadError
-from mcad_core.mcad.batches import PairBatchSampler, dense_pair_logits
+from mcad_core.mcad.batches import PairBatchSampler, cached_pair_mask, dense_pair_logits
 
 N, B = 103, 16
 
@@ -101,10 +101,22 @@ def test_ddp_ranks_split_the_batch_list_evenly():
 def test_usable_as_a_dataloader_batch_sampler():
     s = sampler()
     s.set_epoch(2)
-    captions = list(iter(s))
-    assert len(captions) == len(s) and captions[0] == s.batches(2)[0].captions.tolist()
-    loader = torch.utils.data.DataLoader(torch.arange(int(setup()[0].sum())), batch_sampler=s)
-    assert next(iter(loader)).tolist() == captions[0]
+    images = list(iter(s))
+    assert len(images) == len(s) and images[0] == s.batches(2)[0].images.tolist()
+    loader = torch.utils.data.DataLoader(torch.arange(N), batch_sampler=s)
+    assert next(iter(loader)).tolist() == images[0]
+
+
+@pytest.mark.parametrize("frac", [0.0, 1.0])
+def test_album_pairs_take_part_unlabelled(frac):
+    counts, neighbours = setup()
+    is_album = np.arange(N) % 2 == 0  # every other image is an album photo
+    s = PairBatchSampler(counts, B, hard_neighbours=neighbours, hard_batch_frac=frac, seed=0, album=is_album)
+    plain = PairBatchSampler(counts, B, hard_neighbours=neighbours, hard_batch_frac=frac, seed=0)
+    for b, p in zip(s.batches(0), plain.batches(0), strict=True):
+        assert np.array_equal(b.labelled, ~is_album[b.images]) and p.labelled.all()
+        # the album changes which pairs are labelled, never the batches themselves
+        assert np.array_equal(b.images, p.images) and np.array_equal(b.captions, p.captions)
 
 
 @pytest.mark.parametrize(
@@ -122,11 +134,13 @@ def test_bad_configuration_is_a_one_line_error(kwargs):
         PairBatchSampler(np.ones(N, int), B, **kwargs)
 
 
-def test_batch_larger_than_the_data_or_an_image_without_caption_is_an_error():
+def test_batch_larger_than_the_data_an_image_without_caption_or_an_all_album_set_is_an_error():
     with pytest.raises(McadError):
         PairBatchSampler(np.ones(N, int), N + 1)
     with pytest.raises(McadError):
         PairBatchSampler([1, 0, 2], 2)
+    with pytest.raises(McadError):
+        PairBatchSampler([1, 1, 2], 2, album=[True, True, True])
 
 
 def test_dense_pair_logits_hand_case():
@@ -149,3 +163,12 @@ def test_dense_pair_logits_hand_case():
     assert torch.allclose(sub, torch.tensor([[2.1, 22.0], [12.0, 1.1]]))
     with pytest.raises(McadError):
         dense_pair_logits([0], [True], neighbours, m_fwd, m_bwd, m_own[:3])
+
+
+def test_cached_pair_mask_is_where_pair_logits_exist():
+    counts, neighbours = setup()
+    b = sampler(1.0).batches(0)[0]
+    n, k = neighbours.shape
+    logits = dense_pair_logits(b.images, b.cached, neighbours, np.zeros((n, k)), np.zeros((n, k)), np.zeros(n))
+    mask = cached_pair_mask(b.images, b.cached, neighbours)
+    assert torch.equal(mask, ~torch.isnan(logits)) and mask.diagonal()[torch.from_numpy(b.cached)].all()

@@ -7,7 +7,7 @@ import pytest
 from student_fixtures import CAPTIONS, exported
 
 from mcad_core.errors import McadError
-from mcad_core.export.bench import plot_search_latency, run_bench, search_rows_csv
+from mcad_core.export.bench import plot_search_latency, run_bench, search_metrics, search_rows_csv
 from mcad_core.export.search import Int8Gallery, quantize_gallery, search_topk, synthetic_gallery
 
 
@@ -77,3 +77,10 @@ def test_bench_end_to_end(tmp_path):
 def test_bench_without_models_is_one_line_error(tmp_path):
     with pytest.raises(McadError, match="no exported"):
         run_bench(tmp_path, [1], 1, 0, [10], 10, ["a"])
+
+
+def test_search_metrics_keep_the_headline_model_only():
+    rows = [{"text_format": f, "threads": n, "gallery_size": g, "p50_ms": 0.1 * g / 1000 + n + (f == "fp32")}
+            for f in ("fp32", "dynamic_int8") for n in (1, 2) for g in (1000, 100_000)]
+    assert search_metrics(rows) == {"p50_ms_1000": 1.1, "p50_ms_100000": 11.0}  # dynamic_int8, 1 thread
+    assert search_metrics([r for r in rows if r["text_format"] == "fp32"]) == {}

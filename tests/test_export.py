@@ -8,6 +8,7 @@ import torch
 from student_fixtures import FORMATS, exported, sample_inputs
 
 from mcad_core.errors import McadError
+from mcad_core.export.pipeline import export_metrics
 from mcad_core.export.tflite import TFLiteEncoder, export_student, export_tower, parity
 
 pytestmark = pytest.mark.slow
@@ -91,3 +92,12 @@ def test_bad_export_arguments(tmp_path):
         export_student(model, tok, tmp_path, ["fp32"], images, ids.astype(np.int64))
     with pytest.raises(McadError, match="calib_images"):
         export_student(model, tok, tmp_path, ["fp32"], images[:, :, :16], ids)
+
+
+def test_export_metrics_are_the_rsum_drop_of_each_converted_format():
+    report = {"formats": {
+        "fp32": {"test": {"rsum": 500.0}, "drop_vs_torch": {"t2i_r1": 0.0, "i2t_r1": 0.0, "rsum": 0.0}},
+        "full_int8": {"test": {"rsum": 498.5}, "drop_vs_torch": {"t2i_r1": 0.4, "i2t_r1": -0.2, "rsum": 1.5}},
+        "dynamic_int8": {"image": {"status": "failed"}, "test": None},  # a tower did not convert
+    }}
+    assert export_metrics(report) == {"fp32": {"rsum_drop": 0.0}, "full_int8": {"rsum_drop": 1.5}}

@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from mcad_core.errors import McadError
-from mcad_core.mcad.losses import clip_loss, distribution_kd_loss, feature_loss, mcad_loss, teacher_logits
+from mcad_core.mcad.losses import (
+    clip_loss,
+    distribution_kd_loss,
+    feature_loss,
+    hard_candidate_kd_loss,
+    mcad_loss,
+    teacher_logits,
+)
 
 
 def softplus(x):
@@ -58,8 +65,8 @@ def test_distribution_kd_hand_case():
     sim = torch.tensor([[0.5, 0.0], [0.0, 0.0]])
     i2t = (kl((sigmoid(2), sigmoid(-2)), (sigmoid(1), sigmoid(-1))) + kl((0.5, 0.5), (0.5, 0.5))) / 2
     t2i = (kl((sigmoid(1), sigmoid(-1)), (sigmoid(1), sigmoid(-1))) + kl((sigmoid(-1), sigmoid(1)), (0.5, 0.5))) / 2
-    want = 0.5**2 * 0.5 * (i2t + t2i)
-    assert want == pytest.approx(0.0111296766)
+    want = 0.5 * (i2t + t2i)  # no τ_S² factor (the KL weight convention, see the next test)
+    assert want == pytest.approx(0.0111296766 / 0.5**2)
     assert distribution_kd_loss(sim, teacher, 0.5).item() == pytest.approx(want, rel=1e-6)
 
 
@@ -75,24 +82,21 @@ def test_kd_direction_and_zero_at_agreement():
         (log_p_rows.exp() * (log_p_rows - log_q_rows)).sum() / 5 + (log_p_cols.exp() * (log_p_cols - log_q_cols)).sum() / 5
     )
     got = distribution_kd_loss(sim, teacher, tau)
-    assert got.item() == pytest.approx(tau**2 * forward.item(), rel=1e-5)
+    assert got.item() == pytest.approx(forward.item(), rel=1e-5)
     swapped = distribution_kd_loss(teacher * tau, sim / tau, tau)
     assert abs(swapped.item() - got.item()) > 1e-3
     # Student equal to the teacher at the same temperature: zero.
     assert distribution_kd_loss(sim, sim / tau, tau).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_kd_temperature_factor_keeps_gradients_comparable():
+def test_kd_weight_convention_matches_itc_scale():
+    # A one-hot teacher (the ground truth) makes KL(p ‖ q) = −log q_ii, i.e. L_dist = L_itc at
+    # logit scale 1/τ_S: w_dist = 1 weighs the two terms alike (no τ_S² = 0.01 factor).
     torch.manual_seed(1)
-    target_sim = torch.rand(8, 8) * 2 - 1
-    start = torch.rand(8, 8) * 2 - 1
-    norms = {}
-    for tau in (4.0, 8.0, 16.0):
-        sim = start.clone().requires_grad_()
-        distribution_kd_loss(sim, target_sim / tau, tau).backward()  # teacher at the same temperature
-        norms[tau] = sim.grad.norm().item()
-    # With τ² the gradient tends to a τ-free limit; without it, it would shrink 16-fold from 4 to 16.
-    assert max(norms.values()) / min(norms.values()) < 1.3
+    f, g = F.normalize(torch.randn(6, 4), dim=1), F.normalize(torch.randn(6, 4), dim=1)
+    one_hot = torch.eye(6) * 1e4
+    tau = 0.1
+    assert distribution_kd_loss(f @ g.T, one_hot, tau).item() == pytest.approx(clip_loss(f, g, 1 / tau).item(), rel=1e-5)
 
 
 def test_feature_loss_hand_case():
@@ -140,3 +144,32 @@ def test_mcad_loss_skips_zero_weight_terms():
         mcad_loss(f, g, 10.0, w_dist=1.0)  # a nonzero weight needs its inputs
     with pytest.raises(McadError):
         mcad_loss(f, g, 10.0, teacher=teacher, w_itc=0.0)
+
+
+def test_mcad_loss_with_album_pairs_uses_labelled_pairs_for_itc_and_every_pair_for_kd():
+    f, g, teacher, _, _ = batch(b=4)
+    labelled = torch.tensor([True, False, True, False])  # pairs 1 and 3 are album photos and their captions
+    total, parts = mcad_loss(f, g, 10.0, labelled=labelled, teacher=teacher, tau_s=0.1, w_itc=1.0, w_dist=1.0)
+    assert parts["itc"] == pytest.approx(clip_loss(f[labelled], g[labelled], 10.0).item())
+    assert parts["dist"] == pytest.approx(distribution_kd_loss(f @ g.T, teacher, 0.1).item())
+    total.backward()
+    assert f.grad[1].abs().sum() > 0  # album images learn from the teachers' distributions
+    # No labelled pair at all: L_itc is skipped, the teacher term remains.
+    total, parts = mcad_loss(f, g, 10.0, labelled=labelled & False, teacher=teacher, tau_s=0.1, w_dist=1.0)
+    assert set(parts) == {"dist", "loss"}
+
+
+def test_hard_candidate_kd_hand_case():
+    # 3 images x 2 captions; caption 0's candidates: images 0 and 1 (its twin); caption 1's: image 1 only
+    # (skipped); image rows: row 0 {c0}, row 1 {c0, c1}, row 2 none -> only row 1 counts.
+    teacher = torch.tensor([[3.0, 0.0], [1.0, 2.0], [5.0, 5.0]])
+    cand = torch.tensor([[True, False], [True, True], [False, False]])
+    sim = torch.zeros(3, 2)
+    col0 = kl((sigmoid(2), sigmoid(-2)), (0.5, 0.5))  # teacher (3, 1) among images 0, 1
+    row1 = kl((sigmoid(-1), sigmoid(1)), (0.5, 0.5))  # teacher (1, 2) among captions 0, 1
+    got = hard_candidate_kd_loss(sim, teacher, cand, 1.0)
+    assert got.item() == pytest.approx(0.5 * (col0 + row1), rel=1e-6)
+    # the easy negative (image 2, teacher logit 5) is outside every candidate set: it changes nothing
+    teacher[2] = -9.0
+    assert hard_candidate_kd_loss(sim, teacher, cand, 1.0).item() == pytest.approx(got.item())
+    assert hard_candidate_kd_loss(sim, teacher, cand & False, 1.0).item() == 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from mcad_core.data.manifest import write_manifest
 from mcad_core.data.synthetic import SPLITS, generate_split, manifest_record, render, write_split
-from mcad_core.data.vocabulary import COLOURS, RELATIONS, SHAPES, SIZES
+from mcad_core.data.vocabulary import COLOURS, RELATIONS, SHAPES, SIZES, TWIN_KINDS
 
 _PHRASE = re.compile(rf"\b({'|'.join(SIZES)}) ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 _RELATION = re.compile(rf"\b({'|'.join(RELATIONS)})\b")
@@ -134,6 +135,47 @@ def test_twins_are_mutual_minimal_pairs_in_the_same_split(seed: int, max_objects
             phrase_words = {w for c in rec["captions"] for m in _PHRASE.finditer(c) for w in m.groups()}
             assert phrase_words == {w for c in twin["captions"] for m in _PHRASE.finditer(c) for w in m.groups()}
     assert kinds["attribute"] > 0 and kinds["relation"] > 0
+
+
+def test_scenes_are_those_of_the_generator_before_twin_kinds_were_recorded() -> None:
+    """Recording a pair's kind must not move the random stream: same scenes, captions and twins as the
+    generator gave before (hash recorded from it; change it only with a deliberate change of the data)."""
+    items = [item for split in SPLITS for item in generate_split(split, 80, 11, 64, 5, 3)]
+    scenes = repr([(item.image_id, item.scene, item.twin) for item in items])
+    assert hashlib.sha256(scenes.encode()).hexdigest() == "6723e9a4052b9375022e47cdb8bd4cbb87b8640c6ad5e63e09953260b520751d"
+
+
+def _drawn(obj: dict) -> dict:
+    """An object's attributes and centre (a box is drawn around its centre with its own size)."""
+    return {k: v for k, v in obj.items() if k != "box"} | {"centre": _centre(obj)}
+
+
+def _exchange(a: dict, b: dict, kind: str) -> list[dict]:
+    """Drawn objects a and b as the twin of kind ``kind`` holds them."""
+    key = {"colour": "colour", "size": "size", "relation": "centre"}[kind]
+    return [{**a, key: b[key]}, {**b, key: a[key]}]
+
+
+@pytest.mark.parametrize(("seed", "max_objects"), [(0, 3), (6, 2)])
+def test_twin_kind_says_what_the_pair_exchanges(seed: int, max_objects: int) -> None:
+    kinds = Counter()
+    for records in _records(seed, 64, max_objects).values():
+        by_id = {r["image_id"]: r for r in records}
+        for rec in records:
+            if rec["twin"] is None:
+                assert "twin_kind" not in rec
+                continue
+            twin, kind = by_id[rec["twin"]], rec["twin_kind"]
+            assert twin["twin_kind"] == kind in TWIN_KINDS
+            kinds[kind] += 1
+            (a, b, *rest), (ta, tb, *twin_rest) = rec["objects"], twin["objects"]
+            assert rest == twin_rest  # a third object stays as it was
+            for w, g in zip(_exchange(_drawn(a), _drawn(b), kind), (_drawn(ta), _drawn(tb))):
+                assert g["centre"] == pytest.approx(w.pop("centre"), abs=1)  # boxes are rounded outwards
+                assert {k: v for k, v in g.items() if k != "centre"} == w
+            relation = rec["relation"]["relation"]
+            assert twin["relation"]["relation"] == (RELATIONS[relation] if kind == "relation" else relation)
+    assert set(kinds) == set(TWIN_KINDS)
 
 
 def test_render_draws_each_object_in_its_colour() -> None:

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mcad_core.data.vocabulary import COLOURS, RELATIONS, SHAPES, SIZES
+from mcad_core.data.vocabulary import COLOURS, RELATIONS, SHAPES, SIZES, TWIN_KINDS
 
 SPLITS = ("train", "val", "test")
 # Object radius as a share of the image side, per size word.
 _RADIUS = {"small": 0.11, "large": 0.19}
 # Share of scenes with 1, 2 and 3 objects (two- and three-object scenes come with a twin).
 _N_OBJECTS_P = {1: 0.15, 2: 0.5, 3: 0.35}
-_TWIN_KINDS = ("colour", "size", "relation")
 
 
 @dataclass(frozen=True)
@@ -155,10 +154,10 @@ def _random_scene(rng: np.random.Generator, n_objects: int, size: int) -> Scene:
     return Scene(objects, relation, int(rng.integers(2**31)))
 
 
-def _twin(scene: Scene, rng: np.random.Generator, size: int) -> Scene | None:
-    """The minimal-pair partner: same words, bindings of objects 0 and 1 exchanged."""
+def _twin(scene: Scene, rng: np.random.Generator, size: int) -> tuple[Scene, str] | None:
+    """The minimal-pair partner (same words, bindings of objects 0 and 1 exchanged) and its kind."""
     a, b = scene.objects[0], scene.objects[1]
-    kinds = [k for k in _TWIN_KINDS if k != "size" or a.size != b.size]
+    kinds = [k for k in TWIN_KINDS if k != "size" or a.size != b.size]
     kind = kinds[rng.integers(len(kinds))]
     if kind == "colour":
         a2, b2 = replace(a, colour=b.colour), replace(b, colour=a.colour)
@@ -176,7 +175,7 @@ def _twin(scene: Scene, rng: np.random.Generator, size: int) -> Scene | None:
     if not ok:
         return None
     relation = RELATIONS[scene.relation] if kind == "relation" else scene.relation
-    return Scene(objs, relation, scene.background_seed)
+    return Scene(objs, relation, scene.background_seed), kind
 
 
 def _background(seed: int, size: int) -> np.ndarray:
@@ -239,6 +238,7 @@ class GeneratedImage:
     image_id: str
     scene: Scene
     twin: str | None
+    twin_kind: str | None = None  # "colour", "size" or "relation": what the pair's scenes exchange
 
 
 def generate_split(split: str, n_images: int, seed: int, image_size: int, captions_per_image: int,
@@ -253,14 +253,15 @@ def generate_split(split: str, n_images: int, seed: int, image_size: int, captio
         idx = len(out)
         n_obj = int(rng.choice(counts, p=probs))
         scene = _random_scene(rng, n_obj, image_size)
-        twin = _twin(scene, rng, image_size) if n_obj >= 2 and len(out) + 2 <= n_images else None
+        paired = _twin(scene, rng, image_size) if n_obj >= 2 and len(out) + 2 <= n_images else None
         scene = replace(scene, captions=_captions(scene, captions_per_image, rng))
-        if twin is None:
+        if paired is None:
             out.append(GeneratedImage(f"{split}_{idx:06d}", scene, None))
             continue
+        twin, kind = paired
         twin = replace(twin, captions=_captions(twin, captions_per_image, rng))
         ida, idb = f"{split}_{idx:06d}", f"{split}_{idx + 1:06d}"
-        out += [GeneratedImage(ida, scene, idb), GeneratedImage(idb, twin, ida)]
+        out += [GeneratedImage(ida, scene, idb, kind), GeneratedImage(idb, twin, ida, kind)]
     return out
 
 
@@ -279,6 +280,8 @@ def manifest_record(item: GeneratedImage, image_rel: str, image_size: int) -> di
     }
     if scene.relation is not None:
         record["relation"] = {"subject": 0, "object": 1, "relation": scene.relation}
+    if item.twin_kind is not None:
+        record["twin_kind"] = item.twin_kind
     return record
 
 

@@ -20,3 +20,6 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SIZES: tuple[str, ...] = ("small", "large")
 # Each relation word and its converse: "A left of B" == "B right of A".
 RELATIONS: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+# What a minimal pair exchanges between its two scenes (a manifest record's "twin_kind"):
+# the objects' colours, their sizes, or their places (the relation mirrored).
+TWIN_KINDS: tuple[str, ...] = ("colour", "size", "relation")

@@ -102,6 +102,18 @@ def run_bench(model_dir: str | Path, threads: list[int], runs: int, warmup: int,
             "search": searches}
 
 
+# The search latency the README leads with: the dynamic-int8 text model on one thread.
+HEADLINE_SEARCH = ("dynamic_int8", 1)
+
+
+def search_metrics(search_rows: list[dict]) -> dict[str, float]:
+    """The bench's DVC metric: search p50 (ms) per gallery size, for ``HEADLINE_SEARCH`` only, so an
+    experiment compares one model on one thread; empty when the bench params leave it out."""
+    fmt, threads = HEADLINE_SEARCH
+    return {f"p50_ms_{r['gallery_size']}": round(r["p50_ms"], 3) for r in search_rows
+            if (r["text_format"], r["threads"]) == (fmt, threads)}
+
+
 def plot_search_latency(search_rows: list[dict], png: str | Path) -> None:
     """Search latency vs gallery size, one line per text format and thread count (log x)."""
     import matplotlib

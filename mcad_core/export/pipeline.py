@@ -102,3 +102,10 @@ def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str |
             entry["test"] = None  # a tower of this format failed: its reason is in entry[tower]
         report["formats"][fmt] = entry
     return report
+
+
+def export_metrics(report: dict) -> dict[str, dict[str, float]]:
+    """The export's DVC metric: each converted format's RSUM drop against PyTorch (test split),
+    the one number an experiment compares; parity and sizes stay in the full report."""
+    return {fmt: {"rsum_drop": entry["drop_vs_torch"]["rsum"]}
+            for fmt, entry in report["formats"].items() if entry.get("test") is not None}

@@ -31,6 +31,7 @@ class Batch:
     captions: np.ndarray  # [B] int64 global caption indices, captions[b] belongs to images[b]
     cached: np.ndarray  # [B] bool: captions[b] is the cached caption (first caption) of images[b]
     hard: np.ndarray  # [B] bool: placed as an anchor or as that anchor's hard neighbour
+    labelled: np.ndarray  # [B] bool: the student may use (images[b], captions[b]) as a ground-truth pair
 
 
 class PairBatchSampler:
@@ -53,14 +54,17 @@ class PairBatchSampler:
 
     Every image appears at most once per batch and at least once per epoch. With
     ``hard_batch_frac = 0`` the batches are consecutive slices of a random permutation.
+    An album image (``album[i]``, see ``data.album``) takes its place like any other, and so does
+    its caption, but the pair is not ``labelled``: the student meets that image and that caption
+    as unpaired data, linked only by the teachers' distributions.
 
     DDP: with ``world_size > 1`` the epoch's batch list is padded by wrapping around (repeating
     its first batches) to a multiple of ``world_size``, and rank r takes batches r, r + W, ...
     Each rank thus sees whole batches, keeping the hard pairs of a batch on one rank, and all
     ranks run the same number of steps.
 
-    As a ``torch.utils.data.DataLoader`` ``batch_sampler``, iteration yields each batch's global
-    caption indices (a caption determines its image); call ``set_epoch`` before each epoch.
+    As a ``torch.utils.data.DataLoader`` ``batch_sampler`` over images, iteration yields each
+    batch's image indices (``batches()`` has the captions); call ``set_epoch`` before each epoch.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class PairBatchSampler:
         *,
         hard_neighbours: Any = None,
         hard_batch_frac: float = 0.0,
+        album: Any = None,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -78,6 +83,9 @@ class PairBatchSampler:
         n = self.counts.shape[0]
         if self.counts.ndim != 1 or n == 0 or (self.counts < 1).any():
             raise McadError("batch sampler: every training image needs at least one caption")
+        self.album = np.zeros(n, dtype=bool) if album is None else np.asarray(album, dtype=bool)
+        if self.album.shape != (n,) or self.album.all():
+            raise McadError(f"batch sampler: album must be a boolean mask of the {n} images that leaves some labelled")
         if not 1 <= batch_size <= n:
             raise McadError(f"distill.batch_size must lie in [1, {n}] (the number of training images), got {batch_size}")
         if not 0.0 <= hard_batch_frac <= 1.0:
@@ -116,7 +124,7 @@ class PairBatchSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.batches():
-            yield batch.captions.tolist()
+            yield batch.images.tolist()
 
     def __len__(self) -> int:
         return len(self.batches())
@@ -161,7 +169,8 @@ class PairBatchSampler:
             image_arr = np.asarray(images, dtype=np.int64)
             hard_arr = np.asarray(hard, dtype=bool)
             captions = np.where(hard_arr, self.offsets[image_arr], random_caption[image_arr])
-            batches.append(Batch(image_arr, captions, captions == self.offsets[image_arr], hard_arr))
+            batches.append(Batch(image_arr, captions, captions == self.offsets[image_arr], hard_arr,
+                                 ~self.album[image_arr]))
         return batches
 
 
@@ -210,3 +219,18 @@ def dense_pair_logits(
     out = torch.where(in_row.any(1), from_row, out)
     out = torch.where(img[:, None] == img[None, :], own_all[img].float()[:, None].expand_as(out), out)
     return torch.where(col_cached[None, :], out, nan)
+
+
+def cached_pair_mask(images: Any, cached: Any, neighbours: Any) -> torch.Tensor:
+    """[B, B] bool: the batch pairs that have a cached cross-encoder logit (where
+    ``dense_pair_logits`` is not NaN): column b's caption is its image's cached one, and image
+    j = images[b] is image i = images[a] itself, one of i's hard neighbours, or has i among its
+    own. These are each anchor's hard candidates (twin first), whatever the variant's teacher."""
+    import torch
+
+    img = torch.as_tensor(images).long()
+    nb = torch.as_tensor(neighbours)[img].long()  # [B, K]
+    in_row = (nb[:, :, None] == img[None, None, :]).any(1)  # [a, b]: j in N(i)
+    in_col = (nb[None, :, :] == img[:, None, None]).any(2)  # [a, b]: i in N(j)
+    same = img[:, None] == img[None, :]
+    return (in_row | in_col | same) & torch.as_tensor(cached).bool()[None, :]

@@ -229,7 +229,7 @@ def build_student(name_or_config_path: str | Path, vocab_size: int) -> StudentMo
 
 
 def params_m(module: nn.Module) -> float:
-    """Parameter count in millions (what ``metrics.json`` reports as ``params_m``)."""
+    """Parameter count in millions (what ``reports/results.json`` reports as ``params_m``)."""
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
