@@ -74,8 +74,8 @@ def test_repro_noop_and_experiment(tmp_path):
 
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
-    run(["dvc", "exp", "run", "-S", "fuse.lambda=0"], repo)
+    run(["dvc", "exp", "run", "-S", "fuse.lambda=0", "-S", "distill.w_hard=1", "-S", "distill.album_frac=0"], repo)
     diff = run(["dvc", "params", "diff"], repo)
-    assert "fuse.lambda" in diff.stdout
+    assert all(key in diff.stdout for key in ("fuse.lambda", "distill.w_hard", "distill.album_frac"))
     shown = run(["dvc", "metrics", "diff", "--all"], repo)
     assert "reports/metrics.json" in shown.stdout
