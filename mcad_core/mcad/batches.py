@@ -209,9 +209,8 @@ def dense_pair_logits(
         raise McadError("pair-logit gather: images and cached must be vectors of one length")
 
     # [B, K] rows of the batch's images
-    nb, fwd, bwd = nb_all[img].long(), fwd_all[img].float(), bwd_all[img].float()
-    in_row = nb[:, :, None] == img[None, None, :]  # [a, k, b]: j = images[b] is i's k-th neighbour
-    in_col = nb[None, :, :] == img[:, None, None]  # [a, b, k]: i = images[a] is j's k-th neighbour
+    fwd, bwd = fwd_all[img].float(), bwd_all[img].float()
+    in_row, in_col = _neighbour_membership(img, nb_all)
     from_row = fwd.gather(1, in_row.int().argmax(1))  # first match: [a, b] -> fwd[a, k]
     from_col = bwd.T.gather(0, in_col.int().argmax(2))  # [a, b] -> bwd[b, k]
     nan = torch.tensor(float("nan"))
@@ -219,6 +218,14 @@ def dense_pair_logits(
     out = torch.where(in_row.any(1), from_row, out)
     out = torch.where(img[:, None] == img[None, :], own_all[img].float()[:, None].expand_as(out), out)
     return torch.where(col_cached[None, :], out, nan)
+
+
+def _neighbour_membership(img: torch.Tensor, neighbours: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """in_row [a, k, b]: j = img[b] is i = img[a]'s k-th hard neighbour; in_col [a, b, k]: i is j's."""
+    import torch
+
+    nb = torch.as_tensor(neighbours)[img].long()  # [B, K] rows of the batch's images
+    return nb[:, :, None] == img[None, None, :], nb[None, :, :] == img[:, None, None]
 
 
 def cached_pair_mask(images: Any, cached: Any, neighbours: Any) -> torch.Tensor:
@@ -229,8 +236,6 @@ def cached_pair_mask(images: Any, cached: Any, neighbours: Any) -> torch.Tensor:
     import torch
 
     img = torch.as_tensor(images).long()
-    nb = torch.as_tensor(neighbours)[img].long()  # [B, K]
-    in_row = (nb[:, :, None] == img[None, None, :]).any(1)  # [a, b]: j in N(i)
-    in_col = (nb[None, :, :] == img[:, None, None]).any(2)  # [a, b]: i in N(j)
+    in_row, in_col = _neighbour_membership(img, neighbours)
     same = img[:, None] == img[None, :]
-    return (in_row | in_col | same) & torch.as_tensor(cached).bool()[None, :]
+    return (in_row.any(1) | in_col.any(2) | same) & torch.as_tensor(cached).bool()[None, :]

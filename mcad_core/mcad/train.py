@@ -91,10 +91,10 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     import torch
     from tqdm import tqdm
 
+    from mcad_core.evaluation import TWIN_KEYS, embedding_metrics
     from mcad_core.mcad.batches import PairBatchSampler, cached_pair_mask, dense_pair_logits
     from mcad_core.mcad.losses import mcad_loss, teacher_logits
     from mcad_core.models.student import build_student
-    from mcad_core.evaluation import TWIN_KEYS, embedding_metrics
 
     spec = VARIANTS[variant]
     torch.manual_seed(seed)
