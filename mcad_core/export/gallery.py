@@ -1,0 +1,238 @@
+"""The gallery file a phone app memory-maps, searches and appends to.
+
+One file holds the image embeddings of an album as int8 codes with one float32 scale per row
+(``row ≈ codes * scale``, see ``search.quantize_gallery``), the image ids, and the fingerprint
+of the model that embedded them. Layout (little-endian)::
+
+    [0, 4096)               header: magic b"MCADGAL1", version, dim, capacity, count, ids_end,
+                            fingerprint (UTF-8, length-prefixed)
+    [4096, +capacity*dim)   codes, int8 [capacity, dim], row-major; rows [0, count) are valid
+    next, 64-aligned        scales, float32 [capacity]
+    next, 64-aligned        ids: one record per row, u32 byte length + UTF-8, up to ids_end;
+                            the file may continue past ids_end (an append in progress)
+
+Codes and scales are reserved for ``capacity`` rows (a sparse hole on disk until written), so
+an append writes its rows, scales and ids past the committed ones, flushes them, and only then
+rewrites ``count`` and ``ids_end`` in the header: a reader sees either the old or the new
+gallery, never a half row. An append past the capacity rewrites the file with room to spare
+(temp file + ``os.replace``), so appends cost amortised O(rows appended). Opening maps the file
+read-only: nothing is copied, and the scan reads the codes straight from the page cache.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import tempfile
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from mcad_core.errors import McadError
+from mcad_core.export.search import Int8Gallery, quantize_gallery, scan_topk
+
+MAGIC = b"MCADGAL1"
+VERSION = 1
+HEADER_BYTES = 4096
+MAX_FINGERPRINT_BYTES = 1024
+_FIXED = struct.Struct("<8sIIQQQI")  # magic, version, dim, capacity, count, ids_end, fingerprint length
+_COMMIT = struct.Struct("<QQ")  # count, ids_end: the one write that commits an append
+_COMMIT_OFFSET = 8 + 4 + 4 + 8
+_ID_LEN = struct.Struct("<I")
+_MIN_CAPACITY = 1024
+
+
+def _align(n: int, to: int = 64) -> int:
+    return -(-n // to) * to
+
+
+def _layout(dim: int, capacity: int) -> tuple[int, int]:
+    """Byte offsets of the scales and ids sections."""
+    scales_at = _align(HEADER_BYTES + capacity * dim)
+    return scales_at, _align(scales_at + 4 * capacity)
+
+
+def _capacity_for(rows: int) -> int:
+    """Room for ``rows`` and a quarter more (at least 1024 rows), so appends rarely rewrite."""
+    return _align(max(_MIN_CAPACITY, rows + rows // 4), 1024)
+
+
+def _check_fingerprint(fingerprint: str) -> bytes:
+    raw = fingerprint.encode("utf-8") if isinstance(fingerprint, str) else b""
+    if not raw or len(raw) > MAX_FINGERPRINT_BYTES:
+        raise McadError(f"gallery: the model fingerprint must be a non-empty string of at most "
+                        f"{MAX_FINGERPRINT_BYTES} bytes (got {fingerprint!r:.80})")
+    return raw
+
+
+def _rows(path: Path, embeddings: np.ndarray, ids: list[str]) -> tuple[Int8Gallery, bytes]:
+    """Quantized rows and the encoded id records, checked against each other."""
+    emb = np.asarray(embeddings, np.float32)
+    if emb.ndim != 2 or emb.shape[1] < 1:
+        raise McadError(f"{path}: embeddings must be [N, D] with D >= 1 (got shape {emb.shape})")
+    if not np.all(np.isfinite(emb)):
+        raise McadError(f"{path}: embeddings contain NaN or infinite values")
+    ids = list(ids)
+    if len(ids) != len(emb):
+        raise McadError(f"{path}: {len(emb)} embeddings but {len(ids)} ids")
+    records = bytearray()
+    for image_id in ids:
+        if not isinstance(image_id, str):
+            raise McadError(f"{path}: image ids must be strings (got {type(image_id).__name__})")
+        raw = image_id.encode("utf-8")
+        records += _ID_LEN.pack(len(raw)) + raw
+    return quantize_gallery(emb), bytes(records)
+
+
+def _write_file(target: Path, fp: bytes, dim: int, capacity: int, codes: np.ndarray, scales: np.ndarray,
+                id_records: bytes) -> None:
+    """A complete gallery file at a temporary sibling, fsynced, then renamed onto ``target``."""
+    scales_at, ids_at = _layout(dim, capacity)
+    ids_end = ids_at + len(id_records)
+    header = _FIXED.pack(MAGIC, VERSION, dim, capacity, len(codes), ids_end, len(fp)) + fp
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header.ljust(HEADER_BYTES, b"\0"))
+            f.write(np.ascontiguousarray(codes, np.int8).tobytes())
+            f.seek(scales_at)
+            f.write(np.ascontiguousarray(scales, "<f4").tobytes())
+            f.seek(ids_at)
+            f.write(id_records)
+            f.truncate(ids_end)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_gallery(path: str | Path, fingerprint: str, embeddings: np.ndarray, ids: list[str]) -> None:
+    """Write a new gallery file (replacing any at ``path``) atomically: unit embeddings [N, D], one id each."""
+    path = Path(path)
+    fp = _check_fingerprint(fingerprint)
+    q, records = _rows(path, embeddings, ids)
+    _write_file(path, fp, q.codes.shape[1], _capacity_for(len(q)), q.codes, q.scales, records)
+
+
+def append_gallery(path: str | Path, fingerprint: str, embeddings: np.ndarray, ids: list[str]) -> None:
+    """Append rows to an existing gallery; earlier rows, and so earlier search results, are untouched.
+
+    Refused (one line) when the file was made by another model or holds another dim.
+    Crash-safe: the new rows become visible only when the header's count is rewritten last.
+    """
+    path = Path(path)
+    fp = _check_fingerprint(fingerprint)
+    g = open_gallery(path, fingerprint)
+    q, records = _rows(path, embeddings, ids)
+    if q.codes.shape[1] != g.dim:
+        raise McadError(f"{path}: the gallery holds {g.dim}-dim embeddings, cannot append {q.codes.shape[1]}-dim ones")
+    if not len(q):
+        return
+    n, count = len(q), len(g)
+    if count + n > g.capacity:
+        codes = np.concatenate([g.codes, q.codes])
+        scales = np.concatenate([g.scales, q.scales])
+        old_ids = bytes(g._map[g._ids_at:g._ids_end])
+        g.close()
+        _write_file(path, fp, g.dim, _capacity_for(count + n), codes, scales, old_ids + records)
+        return
+    scales_at, ids_at, ids_end, dim = g._scales_at, g._ids_at, g._ids_end, g.dim
+    g.close()
+    with open(path, "r+b") as f:
+        f.seek(HEADER_BYTES + count * dim)
+        f.write(q.codes.tobytes())
+        f.seek(scales_at + 4 * count)
+        f.write(q.scales.astype("<f4").tobytes())
+        f.seek(ids_end)
+        f.write(records)
+        f.truncate(ids_end + len(records))
+        f.flush()
+        os.fsync(f.fileno())
+        f.seek(_COMMIT_OFFSET)
+        f.write(_COMMIT.pack(count + n, ids_end + len(records)))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class GalleryFile:
+    """A gallery file mapped read-only: ``codes`` and ``scales`` are views of the mapping (no copy)."""
+
+    def __init__(self, path: str | Path, expected_fingerprint: str | None = None):
+        self.path = Path(path)
+        try:
+            size = self.path.stat().st_size
+        except OSError as err:
+            raise McadError(f"{self.path}: cannot open gallery ({err.strerror or err})") from None
+        if size < _FIXED.size:
+            raise McadError(f"{self.path}: not a gallery file (only {size} bytes, no header)")
+        with open(self.path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+            magic, version, dim, capacity, count, ids_end, fp_len = _FIXED.unpack_from(head)
+            if magic != MAGIC:
+                raise McadError(f"{self.path}: not a gallery file (bad magic {magic!r})")
+            if version != VERSION:
+                raise McadError(f"{self.path}: gallery format version {version}, this reader knows {VERSION}")
+            if not (0 < fp_len <= MAX_FINGERPRINT_BYTES and dim > 0 and count <= capacity):
+                raise McadError(f"{self.path}: corrupt gallery header (dim {dim}, {count}/{capacity} rows, "
+                                f"fingerprint length {fp_len})")
+            self.fingerprint = head[_FIXED.size:_FIXED.size + fp_len].decode("utf-8", "replace")
+            self.dim, self.capacity = dim, capacity
+            self._scales_at, self._ids_at = _layout(dim, capacity)
+            self._ids_end = ids_end
+            if size < ids_end or ids_end < self._ids_at + _ID_LEN.size * count:
+                raise McadError(f"{self.path}: truncated gallery file ({size} bytes, the header says "
+                                f"{count} rows and {ids_end} bytes)")
+            if expected_fingerprint is not None and expected_fingerprint != self.fingerprint:
+                raise McadError(f"{self.path}: gallery built by model {self.fingerprint!r}, "
+                                f"not by the model in use {expected_fingerprint!r}; rebuild the index")
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._count = count
+        self.codes = np.ndarray((count, dim), np.int8, self._map, HEADER_BYTES)
+        self.scales = np.ndarray((count,), "<f4", self._map, self._scales_at)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __enter__(self) -> GalleryFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the mapping (views handed out earlier keep it alive until they go)."""
+        self.codes = self.scales = None
+        self.__dict__.pop("ids", None)
+        self._map = None
+
+    @cached_property
+    def ids(self) -> list[str]:
+        """Image ids, row order (decoded on first use: opening stays O(1))."""
+        out, pos, end, buf = [], self._ids_at, self._ids_end, self._map
+        for _ in range(self._count):
+            if pos + _ID_LEN.size > end:
+                break
+            (n,) = _ID_LEN.unpack_from(buf, pos)
+            pos += _ID_LEN.size
+            if pos + n > end:
+                break
+            out.append(bytes(buf[pos:pos + n]).decode("utf-8", "replace"))
+            pos += n
+        if len(out) != self._count:
+            raise McadError(f"{self.path}: corrupt gallery ids section ({len(out)} ids for {self._count} rows)")
+        return out
+
+    def search(self, query: np.ndarray, k: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices (int64) and scores (float32) of the ``k`` best rows for a unit query [D], best
+        first, ties to the lower index; see ``search.scan_topk``."""
+        return scan_topk(query, Int8Gallery(self.codes, self.scales), k, threads=threads)
+
+
+def open_gallery(path: str | Path, fingerprint: str | None = None) -> GalleryFile:
+    """Map a gallery file; with ``fingerprint``, refuse (one line) a gallery built by another model."""
+    return GalleryFile(path, fingerprint)

@@ -1,0 +1,139 @@
+"""The gallery file: search equals brute force, appends keep earlier results, bad files are one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mcad_core.errors import McadError
+from mcad_core.export.gallery import HEADER_BYTES, append_gallery, open_gallery, write_gallery
+from mcad_core.export.search import Int8Gallery, exact_scores, quantize_gallery, scan_topk
+
+FP = "sha256:model-a"
+
+
+def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _brute_force(query: np.ndarray, gallery, k: int) -> list[int]:
+    """Exact scores of the stored rows, best first, ties to the lower index."""
+    scores = exact_scores(query, Int8Gallery(np.asarray(gallery.codes), np.asarray(gallery.scales)))
+    return np.lexsort((np.arange(len(scores)), -scores))[:k].tolist()
+
+
+@pytest.mark.parametrize(("n", "dim", "threads"), [(1, 8, 1), (37, 64, 1), (5000, 128, 1), (20_011, 96, 3)])
+def test_search_equals_brute_force(tmp_path, n, dim, threads):
+    rng = np.random.default_rng(n)
+    emb = _unit(rng, n, dim)
+    write_gallery(tmp_path / "g.mcg", FP, emb, [f"img/{i}.jpg" for i in range(n)])
+    g = open_gallery(tmp_path / "g.mcg", FP)
+    assert (len(g), g.dim, g.fingerprint) == (n, dim, FP)
+    for query in [*_unit(rng, 20, dim), emb[n // 2]]:
+        idx, scores = g.search(query, 10, threads=threads)
+        assert idx.dtype == np.int64 and scores.dtype == np.float32
+        assert idx.tolist() == _brute_force(query, g, 10)
+        assert np.all(np.diff(scores) <= 0)
+    assert g.search(emb[n // 2], 1)[0][0] == n // 2
+
+
+def test_ties_go_to_the_lower_index(tmp_path):
+    rng = np.random.default_rng(1)
+    base = _unit(rng, 3, 32)
+    emb = np.repeat(base, 40, axis=0)  # 40 identical copies of each of 3 vectors
+    write_gallery(tmp_path / "g.mcg", FP, emb, [str(i) for i in range(len(emb))])
+    g = open_gallery(tmp_path / "g.mcg")
+    idx, scores = g.search(base[1], 10)
+    assert idx.tolist() == list(range(40, 50)) and len(set(scores.tolist())) == 1
+    for threads in (2, 4):
+        assert g.search(base[2], 12, threads=threads)[0].tolist() == list(range(80, 92))
+
+
+def test_file_is_mapped_with_ids_and_int8_codes(tmp_path):
+    rng = np.random.default_rng(2)
+    emb = _unit(rng, 300, 48)
+    ids = ["photos/été/плёнка 1.jpg", "a\nb", "", *(f"{i}" for i in range(297))]
+    write_gallery(tmp_path / "g.mcg", FP, emb, ids)
+    g = open_gallery(tmp_path / "g.mcg")
+    assert isinstance(g.codes.base, memoryview) or g.codes.base is not None
+    assert g.codes.dtype == np.int8 and g.codes.shape == (300, 48) and g.scales.shape == (300,)
+    assert not g.codes.flags.owndata and not g.codes.flags.writeable  # a view of the read-only map
+    assert g.ids == ids
+    q = quantize_gallery(emb)
+    assert np.array_equal(g.codes, q.codes) and np.array_equal(g.scales, q.scales)
+    dequant = g.codes.astype(np.float32) * g.scales[:, None]
+    assert ((dequant * emb).sum(1) / np.linalg.norm(dequant, axis=1)).min() > 0.999
+
+
+def test_append_keeps_earlier_results(tmp_path):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "g.mcg"
+    first, queries = _unit(rng, 900, 64), np.abs(_unit(rng, 30, 64))
+    write_gallery(path, FP, first, [f"a{i}" for i in range(900)])
+    g = open_gallery(path)
+    before = [g.search(q, 10) for q in queries]
+    g.close()
+    # within the reserved capacity (in place), then past it (rewritten with more room)
+    for n_new, start in ((100, 900), (5000, 1000)):
+        append_gallery(path, FP, -np.abs(_unit(rng, n_new, 64)), [f"b{start + i}" for i in range(n_new)])
+    g = open_gallery(path, FP)
+    assert len(g) == 6000 and g.ids[:900] == [f"a{i}" for i in range(900)] and g.ids[-1] == "b5999"
+    assert np.array_equal(g.codes[:900], quantize_gallery(first).codes)
+    for q, (idx, scores) in zip(queries, before):  # new rows score < 0: same top-10, same scores
+        idx2, scores2 = g.search(q, 10)
+        assert idx2.tolist() == idx.tolist() and np.array_equal(scores2, scores)
+    append_gallery(path, FP, np.asarray(queries[:1]), ["q0"])
+    g = open_gallery(path, FP)
+    assert g.search(queries[0], 1)[0].tolist() == [6000] and g.ids[6000] == "q0"
+
+
+def test_foreign_truncated_and_not_gallery_files_are_one_line_errors(tmp_path):
+    rng = np.random.default_rng(4)
+    path = tmp_path / "g.mcg"
+    write_gallery(path, FP, _unit(rng, 50, 16), [str(i) for i in range(50)])
+    with pytest.raises(McadError, match=r"g\.mcg.*'sha256:model-a'.*'sha256:model-b'") as err:
+        open_gallery(path, "sha256:model-b")
+    assert "\n" not in str(err.value)
+    with pytest.raises(McadError, match="model-a"):
+        append_gallery(path, "sha256:model-b", _unit(rng, 2, 16), ["x", "y"])
+    with pytest.raises(McadError, match="16-dim"):
+        append_gallery(path, FP, _unit(rng, 2, 8), ["x", "y"])
+    with pytest.raises(McadError, match="2 embeddings but 1 ids"):
+        append_gallery(path, FP, _unit(rng, 2, 16), ["x"])
+    assert len(open_gallery(path, FP)) == 50  # refused appends changed nothing
+    data = path.read_bytes()
+    cases = {"trunc.mcg": (data[:-3], "truncated"), "half.mcg": (data[:HEADER_BYTES + 100], "truncated"),
+             "tiny.mcg": (data[:10], "not a gallery"), "other.mcg": (b"PK\x03\x04" + data[4:], "not a gallery"),
+             "empty.mcg": (b"", "not a gallery")}
+    for name, (content, what) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(McadError, match=f"{name}.*{what}") as err:
+            open_gallery(tmp_path / name)
+        assert "\n" not in str(err.value)
+    with pytest.raises(McadError, match="missing.mcg"):
+        open_gallery(tmp_path / "missing.mcg")
+
+
+def test_write_is_atomic_and_checks_input(tmp_path):
+    path = tmp_path / "g.mcg"
+    rng = np.random.default_rng(5)
+    write_gallery(path, FP, _unit(rng, 10, 8), [str(i) for i in range(10)])
+    before = path.read_bytes()
+    for emb, ids, fp, what in [(np.full((2, 8), np.nan, np.float32), ["a", "b"], FP, "NaN"),
+                               (np.ones(8, np.float32), ["a"], FP, "shape"),
+                               (_unit(rng, 2, 8), ["a", 2], FP, "strings"),
+                               (_unit(rng, 2, 8), ["a", "b"], "", "fingerprint")]:
+        with pytest.raises(McadError, match=what):
+            write_gallery(path, fp, emb, ids)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["g.mcg"]
+
+
+def test_scan_topk_errors():
+    g = quantize_gallery(_unit(np.random.default_rng(6), 20, 16))
+    with pytest.raises(McadError, match="query dim"):
+        scan_topk(np.ones(8, np.float32), g, 10)
+    with pytest.raises(McadError, match="k must be"):
+        scan_topk(np.ones(16, np.float32), g, 0)
+    idx, scores = scan_topk(np.ones(16, np.float32), Int8Gallery(np.empty((0, 16), np.int8), np.empty(0, np.float32)), 5)
+    assert len(idx) == len(scores) == 0
