@@ -8,10 +8,11 @@ of the model that embedded them. Layout (little-endian)::
                             fingerprint (UTF-8, length-prefixed)
     [4096, +capacity*dim)   codes, int8 [capacity, dim], row-major; rows [0, count) are valid
     next, 64-aligned        scales, float32 [capacity]
-    next, 64-aligned        ids: one record per row, u32 byte length + UTF-8, up to ids_end;
-                            the file may continue past ids_end (an append in progress)
+    next, 64-aligned        id ends, uint64 [capacity]: where each row's id ends in the id bytes
+    next, 64-aligned        id bytes: the ids' UTF-8, back to back, up to ids_end; the file may
+                            continue past ids_end (an append in progress)
 
-Codes and scales are reserved for ``capacity`` rows (a sparse hole on disk until written), so
+Codes, scales and id ends are reserved for ``capacity`` rows (a sparse hole on disk until written), so
 an append writes its rows, scales and ids past the committed ones, flushes them, and only then
 rewrites ``count`` and ``ids_end`` in the header: a reader sees either the old or the new
 gallery, never a half row. An append past the capacity rewrites the file with room to spare
@@ -40,7 +41,6 @@ MAX_FINGERPRINT_BYTES = 1024
 _FIXED = struct.Struct("<8sIIQQQI")  # magic, version, dim, capacity, count, ids_end, fingerprint length
 _COMMIT = struct.Struct("<QQ")  # count, ids_end: the one write that commits an append
 _COMMIT_OFFSET = 8 + 4 + 4 + 8
-_ID_LEN = struct.Struct("<I")
 _MIN_CAPACITY = 1024
 
 
@@ -48,10 +48,11 @@ def _align(n: int, to: int = 64) -> int:
     return -(-n // to) * to
 
 
-def _layout(dim: int, capacity: int) -> tuple[int, int]:
-    """Byte offsets of the scales and ids sections."""
+def _layout(dim: int, capacity: int) -> tuple[int, int, int]:
+    """Byte offsets of the scales, id ends and id bytes sections."""
     scales_at = _align(HEADER_BYTES + capacity * dim)
-    return scales_at, _align(scales_at + 4 * capacity)
+    ends_at = _align(scales_at + 4 * capacity)
+    return scales_at, ends_at, _align(ends_at + 8 * capacity)
 
 
 def _capacity_for(rows: int) -> int:
@@ -67,8 +68,8 @@ def _check_fingerprint(fingerprint: str) -> bytes:
     return raw
 
 
-def _rows(path: Path, embeddings: np.ndarray, ids: list[str]) -> tuple[Int8Gallery, bytes]:
-    """Quantized rows and the encoded id records, checked against each other."""
+def _rows(path: Path, embeddings: np.ndarray, ids: list[str]) -> tuple[Int8Gallery, np.ndarray, bytes]:
+    """Quantized rows, the ids' end offsets (from 0) and their UTF-8 bytes, checked against each other."""
     emb = np.asarray(embeddings, np.float32)
     if emb.ndim != 2 or emb.shape[1] < 1:
         raise McadError(f"{path}: embeddings must be [N, D] with D >= 1 (got shape {emb.shape})")
@@ -77,20 +78,20 @@ def _rows(path: Path, embeddings: np.ndarray, ids: list[str]) -> tuple[Int8Galle
     ids = list(ids)
     if len(ids) != len(emb):
         raise McadError(f"{path}: {len(emb)} embeddings but {len(ids)} ids")
-    records = bytearray()
+    encoded = []
     for image_id in ids:
         if not isinstance(image_id, str):
             raise McadError(f"{path}: image ids must be strings (got {type(image_id).__name__})")
-        raw = image_id.encode("utf-8")
-        records += _ID_LEN.pack(len(raw)) + raw
-    return quantize_gallery(emb), bytes(records)
+        encoded.append(image_id.encode("utf-8"))
+    ends = np.cumsum([len(e) for e in encoded], dtype=np.uint64) if encoded else np.empty(0, np.uint64)
+    return quantize_gallery(emb), ends, b"".join(encoded)
 
 
 def _write_file(target: Path, fp: bytes, dim: int, capacity: int, codes: np.ndarray, scales: np.ndarray,
-                id_records: bytes) -> None:
+                id_ends: np.ndarray, id_bytes: bytes) -> None:
     """A complete gallery file at a temporary sibling, fsynced, then renamed onto ``target``."""
-    scales_at, ids_at = _layout(dim, capacity)
-    ids_end = ids_at + len(id_records)
+    scales_at, ends_at, ids_at = _layout(dim, capacity)
+    ids_end = ids_at + len(id_bytes)
     header = _FIXED.pack(MAGIC, VERSION, dim, capacity, len(codes), ids_end, len(fp)) + fp
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -100,8 +101,10 @@ def _write_file(target: Path, fp: bytes, dim: int, capacity: int, codes: np.ndar
             f.write(np.ascontiguousarray(codes, np.int8).tobytes())
             f.seek(scales_at)
             f.write(np.ascontiguousarray(scales, "<f4").tobytes())
+            f.seek(ends_at)
+            f.write(np.ascontiguousarray(id_ends, "<u8").tobytes())
             f.seek(ids_at)
-            f.write(id_records)
+            f.write(id_bytes)
             f.truncate(ids_end)
             f.flush()
             os.fsync(f.fileno())
@@ -115,8 +118,8 @@ def write_gallery(path: str | Path, fingerprint: str, embeddings: np.ndarray, id
     """Write a new gallery file (replacing any at ``path``) atomically: unit embeddings [N, D], one id each."""
     path = Path(path)
     fp = _check_fingerprint(fingerprint)
-    q, records = _rows(path, embeddings, ids)
-    _write_file(path, fp, q.codes.shape[1], _capacity_for(len(q)), q.codes, q.scales, records)
+    q, ends, id_bytes = _rows(path, embeddings, ids)
+    _write_file(path, fp, q.codes.shape[1], _capacity_for(len(q)), q.codes, q.scales, ends, id_bytes)
 
 
 def append_gallery(path: str | Path, fingerprint: str, embeddings: np.ndarray, ids: list[str]) -> None:
@@ -128,33 +131,37 @@ def append_gallery(path: str | Path, fingerprint: str, embeddings: np.ndarray, i
     path = Path(path)
     fp = _check_fingerprint(fingerprint)
     g = open_gallery(path, fingerprint)
-    q, records = _rows(path, embeddings, ids)
+    q, ends, id_bytes = _rows(path, embeddings, ids)
     if q.codes.shape[1] != g.dim:
         raise McadError(f"{path}: the gallery holds {g.dim}-dim embeddings, cannot append {q.codes.shape[1]}-dim ones")
     if not len(q):
         return
     n, count = len(q), len(g)
+    ends += np.uint64(g._ids_end - g._ids_at)
     if count + n > g.capacity:
         codes = np.concatenate([g.codes, q.codes])
         scales = np.concatenate([g.scales, q.scales])
+        all_ends = np.concatenate([g._id_ends, ends])
         old_ids = bytes(g._map[g._ids_at:g._ids_end])
         g.close()
-        _write_file(path, fp, g.dim, _capacity_for(count + n), codes, scales, old_ids + records)
+        _write_file(path, fp, g.dim, _capacity_for(count + n), codes, scales, all_ends, old_ids + id_bytes)
         return
-    scales_at, ids_at, ids_end, dim = g._scales_at, g._ids_at, g._ids_end, g.dim
+    scales_at, ends_at, ids_end, dim = g._scales_at, g._ends_at, g._ids_end, g.dim
     g.close()
     with open(path, "r+b") as f:
         f.seek(HEADER_BYTES + count * dim)
         f.write(q.codes.tobytes())
         f.seek(scales_at + 4 * count)
         f.write(q.scales.astype("<f4").tobytes())
+        f.seek(ends_at + 8 * count)
+        f.write(ends.astype("<u8").tobytes())
         f.seek(ids_end)
-        f.write(records)
-        f.truncate(ids_end + len(records))
+        f.write(id_bytes)
+        f.truncate(ids_end + len(id_bytes))
         f.flush()
         os.fsync(f.fileno())
         f.seek(_COMMIT_OFFSET)
-        f.write(_COMMIT.pack(count + n, ids_end + len(records)))
+        f.write(_COMMIT.pack(count + n, ids_end + len(id_bytes)))
         f.flush()
         os.fsync(f.fileno())
 
@@ -182,9 +189,9 @@ class GalleryFile:
                                 f"fingerprint length {fp_len})")
             self.fingerprint = head[_FIXED.size:_FIXED.size + fp_len].decode("utf-8", "replace")
             self.dim, self.capacity = dim, capacity
-            self._scales_at, self._ids_at = _layout(dim, capacity)
+            self._scales_at, self._ends_at, self._ids_at = _layout(dim, capacity)
             self._ids_end = ids_end
-            if size < ids_end or ids_end < self._ids_at + _ID_LEN.size * count:
+            if size < ids_end or ids_end < self._ids_at:
                 raise McadError(f"{self.path}: truncated gallery file ({size} bytes, the header says "
                                 f"{count} rows and {ids_end} bytes)")
             if expected_fingerprint is not None and expected_fingerprint != self.fingerprint:
@@ -194,6 +201,9 @@ class GalleryFile:
         self._count = count
         self.codes = np.ndarray((count, dim), np.int8, self._map, HEADER_BYTES)
         self.scales = np.ndarray((count,), "<f4", self._map, self._scales_at)
+        self._id_ends = np.ndarray((count,), "<u8", self._map, self._ends_at)
+        if count and (int(self._id_ends[-1]) != ids_end - self._ids_at):
+            raise McadError(f"{self.path}: corrupt gallery ids section (id offsets do not match the header)")
 
     def __len__(self) -> int:
         return self._count
@@ -210,22 +220,19 @@ class GalleryFile:
         self.__dict__.pop("ids", None)
         self._map = None
 
+    def id_of(self, row: int) -> str:
+        """One row's image id, read from the map (what a search result needs: O(1), nothing decoded else)."""
+        if not 0 <= row < self._count:
+            raise IndexError(f"row {row} out of range for a gallery of {self._count}")
+        start = int(self._id_ends[row - 1]) if row else 0
+        return bytes(self._map[self._ids_at + start:self._ids_at + int(self._id_ends[row])]).decode("utf-8", "replace")
+
     @cached_property
     def ids(self) -> list[str]:
-        """Image ids, row order (decoded on first use: opening stays O(1))."""
-        out, pos, end, buf = [], self._ids_at, self._ids_end, self._map
-        for _ in range(self._count):
-            if pos + _ID_LEN.size > end:
-                break
-            (n,) = _ID_LEN.unpack_from(buf, pos)
-            pos += _ID_LEN.size
-            if pos + n > end:
-                break
-            out.append(bytes(buf[pos:pos + n]).decode("utf-8", "replace"))
-            pos += n
-        if len(out) != self._count:
-            raise McadError(f"{self.path}: corrupt gallery ids section ({len(out)} ids for {self._count} rows)")
-        return out
+        """All image ids, row order (decoded on first use: opening stays cheap)."""
+        blob = bytes(self._map[self._ids_at:self._ids_end])
+        ends = self._id_ends.tolist()
+        return [blob[a:b].decode("utf-8", "replace") for a, b in zip([0, *ends[:-1]], ends)]
 
     def search(self, query: np.ndarray, k: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Row indices (int64) and scores (float32) of the ``k`` best rows for a unit query [D], best

@@ -10,7 +10,16 @@ one multiply per row and keeps every vector at full 8-bit resolution.
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -121,8 +130,116 @@ def exact_scores(query: np.ndarray, gallery: Int8Gallery, rows: np.ndarray | Non
     return (codes.astype(np.float64) @ np.asarray(query, np.float64)) * scales.astype(np.float64)
 
 
+KERNEL_SOURCE = Path(__file__).with_name("scan.c")
+_ENTRY_BYTES = 16  # struct entry {float; int64} in scan.c
+_kernel_lock = threading.Lock()
+_kernel: ctypes.CDLL | None | bool = False  # False: not tried yet; None: unavailable
+_pools: dict[int, ThreadPoolExecutor] = {}
+MIN_ROWS_PER_THREAD = 65536  # a part smaller than this is not worth a thread
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MCAD_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "mcad")
+
+
+def _cpu_key() -> bytes:
+    """What ``-march=native`` depends on: the CPU's flags (the build is cached per CPU kind)."""
+    try:
+        return next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
+                    "").encode()
+    except OSError:
+        return os.uname().machine.encode()
+
+
+def _build_kernel() -> ctypes.CDLL | None:
+    """Compile ``scan.c`` once per source and CPU kind (about 0.3 s), cached under ~/.cache/mcad;
+    None where no C compiler is found (the numpy route then serves, slower)."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    source = KERNEL_SOURCE.read_bytes()
+    flags = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c11"]
+    key = hashlib.sha256(source + _cpu_key() + " ".join(flags).encode()).hexdigest()[:16]
+    lib = _cache_dir() / f"scan-{key}.so"
+    if not lib.is_file():
+        if cc is None:
+            return None
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".scan-", suffix=".so", dir=lib.parent)
+        os.close(fd)
+        try:
+            proc = subprocess.run([cc, *flags, "-o", tmp, str(KERNEL_SOURCE)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                return None
+            os.replace(tmp, lib)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    dll = ctypes.CDLL(str(lib))
+    ptr = ctypes.c_void_p
+    dll.mcad_scan_topk.argtypes = [ptr, ptr, ctypes.c_int64, ctypes.c_int64, ptr, ctypes.c_int64, ctypes.c_int64,
+                                   ptr, ptr, ptr]
+    dll.mcad_scan_topk.restype = ctypes.c_int64
+    dll.mcad_scan_isa.restype = ctypes.c_char_p
+    return dll
+
+
+def scan_kernel() -> ctypes.CDLL | None:
+    """The compiled scan kernel, built on first use; None where it cannot be built."""
+    global _kernel
+    with _kernel_lock:
+        if _kernel is False:
+            _kernel = None if os.environ.get("MCAD_SCAN_KERNEL") == "numpy" else _build_kernel()
+        return _kernel
+
+
+def scan_kernel_name() -> str:
+    """Which route ``scan_topk`` takes here, as the benchmark reports it."""
+    dll = scan_kernel()
+    return f"c/{dll.mcad_scan_isa().decode()}" if dll is not None else "numpy"
+
+
+def _addr(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def _scan_rows(dll: ctypes.CDLL, codes: np.ndarray, scales: np.ndarray, q8: np.ndarray, kk: int,
+               start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel over rows [start, stop): its best ``kk``, best first (ctypes drops the GIL meanwhile)."""
+    kk = min(kk, stop - start)
+    idx, score = np.empty(kk, np.int64), np.empty(kk, np.float32)
+    heap = np.empty(kk * _ENTRY_BYTES, np.uint8)
+    d = codes.shape[1]
+    got = dll.mcad_scan_topk(_addr(codes) + start * d, _addr(scales) + 4 * start, stop - start, d, _addr(q8), kk,
+                             start, _addr(heap), _addr(idx), _addr(score))
+    if got < 0:
+        raise McadError(f"search: dim {d} is beyond the scan kernel's 1024")
+    return idx[:got], score[:got]
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    with _kernel_lock:
+        if threads not in _pools:
+            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="mcad-scan")
+        return _pools[threads]
+
+
 def _approx_candidates(query: np.ndarray, gallery: Int8Gallery, kk: int, threads: int) -> np.ndarray:
-    """Indices of (about) the ``kk`` best rows, any order: the numpy route (chunked dequantize + sgemv)."""
+    """Indices of the ``kk`` best rows by the int8 scan (query quantized to int8), ties to the lower
+    index, the same for any thread count; the numpy route (chunked dequantize + sgemv) without a kernel."""
+    dll = scan_kernel()
+    codes, scales = gallery.codes, gallery.scales
+    if dll is not None and codes.flags.c_contiguous and codes.shape[1] <= 1024:
+        scales = np.ascontiguousarray(scales, np.float32)
+        q8 = quantize_query(query)[0]
+        n = len(codes)
+        threads = max(1, min(threads, n // MIN_ROWS_PER_THREAD))
+        if threads == 1:
+            return _scan_rows(dll, codes, scales, q8, kk, 0, n)[0]
+        bounds = np.linspace(0, n, threads + 1).astype(np.int64)
+        parts = list(_pool(threads).map(lambda b: _scan_rows(dll, codes, scales, q8, kk, b[0], b[1]),
+                                        zip(bounds[:-1].tolist(), bounds[1:].tolist())))
+        idx = np.concatenate([p[0] for p in parts])
+        score = np.concatenate([p[1] for p in parts])
+        return idx[np.lexsort((idx, -score))[:kk]]
     scores = gallery_scores(query, gallery)
     if kk >= len(scores):
         return np.arange(len(scores))
