@@ -144,18 +144,19 @@ def plot_twins(metrics: dict[str, dict[str, float]], png_path: str | Path) -> No
 
 
 def student_metrics(model: object, tokenizer: object, records: list[dict], prepared_dir: Path,
-                    images: np.ndarray | None = None) -> dict[str, float]:
-    """A student's retrieval, twin accuracy and size on a split (``images``: preloaded uint8, optional)."""
+                    images: object | None = None, workers: int = 0) -> dict[str, float]:
+    """A student's retrieval, twin accuracy and size on a split. ``images``: an image source
+    (``mcad_core.data.images``); by default the split streams through a DataLoader."""
     import torch
 
-    from mcad_core.data.images import load_images_uint8
+    from mcad_core.data.images import StreamedImages
     from mcad_core.data.manifest import flatten_captions
     from mcad_core.mcad.train import encode_all
     from mcad_core.models.student import params_m
 
     captions, cap_image = flatten_captions(records)
     if images is None:
-        images = load_images_uint8(prepared_dir, records, model.config.image.image_size)
-    f, g = encode_all(model, torch.from_numpy(images), torch.from_numpy(tokenizer.encode(captions)))
+        images = StreamedImages(prepared_dir, records, model.config.image.image_size, workers)
+    f, g = encode_all(model, images, torch.from_numpy(tokenizer.encode(captions)))
     return {**embedding_metrics(f, g, cap_image, twin_index(records), twin_kinds(records)),
             "params_m": round(params_m(model), 3)}

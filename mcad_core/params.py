@@ -71,6 +71,7 @@ class TeachersParams(_Group):
 class CacheParams(_Group):
     batch_size: PositiveInt = 256
     hard_k: PositiveInt = 8
+    chunk_images: PositiveInt = 256
 
 
 class FuseParams(_Group):
@@ -95,6 +96,7 @@ class DistillParams(_Group):
     w_hard: float = Field(3.0, ge=0)
     hard_batch_frac: float = Field(1.0, ge=0, le=1)
     album_frac: float = Field(0.5, ge=0, lt=1)
+    images: Literal["memory", "stream"] = "memory"
 
 
 class EvaluateParams(_Group):
@@ -118,6 +120,8 @@ class BenchParams(_Group):
 class Params(_Group):
     seed: int = 0
     device: Literal["cpu", "cuda"] = "cpu"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    workers: int = Field(0, ge=0)
     data: DataParams = DataParams()
     teachers: TeachersParams = TeachersParams()
     cache: CacheParams = CacheParams()

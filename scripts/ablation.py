@@ -33,12 +33,13 @@ def main(seeds: str, variants: str, out: str, overrides: tuple[str, ...],
     import time
 
     from mcad_core.ablation_report import ablation_markdown, summarise
-    from mcad_core.data.images import load_images_uint8
+    from mcad_core.data.images import MemoryImages, load_images_uint8
     from mcad_core.data.manifest import read_manifest
     from mcad_core.evaluation import student_metrics
     from mcad_core.io import write_json, write_text
     from mcad_core.mcad.targets import write_fused_targets
     from mcad_core.mcad.train import distill_student, load_distill_inputs
+    from mcad_core.models.student import load_config
 
     params = with_overrides(load_params(params_path), overrides)
     try:
@@ -56,7 +57,8 @@ def main(seeds: str, variants: str, out: str, overrides: tuple[str, ...],
         write_fused_targets(params, fused_dir, PREPARED, TEACHERS, CACHE)
     for variant in variant_list:
         data, tok = load_distill_inputs(params, variant, PREPARED, TEACHERS, CACHE, fused_dir)
-        images = load_images_uint8(PREPARED, test, data.images.shape[-1], progress=False)
+        size = load_config(params.distill.student).image.image_size
+        images = MemoryImages(load_images_uint8(PREPARED, test, size, progress=False))
         for seed in seed_list:
             start = time.time()
             with tempfile.TemporaryDirectory() as ckpt:

@@ -20,6 +20,7 @@ def main(params_path: str) -> None:
     from mcad_core.io import atomic_path
     from mcad_core.mcad.cache import build_cache, cache_fingerprint, save_tensors
     from mcad_core.models.teachers import load_teachers
+    from mcad_core.precision import autocast
 
     params = load_params(params_path)
     dual, cross = load_teachers(TEACHERS, params.device)
@@ -27,8 +28,10 @@ def main(params_path: str) -> None:
         tmp.mkdir()
         for split in ("train", "val"):
             manifest = PREPARED / f"{split}.jsonl"
-            tensors = build_cache(read_manifest(manifest), PREPARED, dual, cross,
-                                  params.cache.hard_k, params.cache.batch_size)
+            with autocast(params.device, params.precision):
+                tensors = build_cache(read_manifest(manifest), PREPARED, dual, cross, params.cache.hard_k,
+                                      params.cache.batch_size, chunk_images=params.cache.chunk_images,
+                                      workers=params.workers)
             fingerprint = cache_fingerprint(dual.fingerprint(), cross.fingerprint(), manifest, params.cache.hard_k)
             save_tensors(tmp / f"{split}.safetensors", tensors, fingerprint)
 

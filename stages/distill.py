@@ -37,7 +37,8 @@ def main(variant: str, params_path: str) -> None:
     with distributed_context(params.device) as (rank, world, device):
         with live_logger(Path("reports/live") / variant, resume=(ckpt / "last.pt").is_file(), enabled=rank == 0) as log:
             model = distill_student(variant, params.distill, data, tokenizer.vocab_size, ckpt, params.seed,
-                                    device=device, log=log, rank=rank, world_size=world)
+                                    device=device, log=log, rank=rank, world_size=world,
+                                    precision=params.precision)
         if rank == 0:
             save_student(model.cpu(), tokenizer, Path("models/student") / variant)
 

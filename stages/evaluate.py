@@ -30,7 +30,7 @@ def main(params_path: str) -> None:
     results: dict[str, dict] = {}
     for variant in params.distill.variants:
         model, tokenizer = load_student(Path("models/student") / variant)
-        results[variant] = student_metrics(model, tokenizer, test, PREPARED)
+        results[variant] = student_metrics(model, tokenizer, test, PREPARED, workers=params.workers)
     if not TEACHERS_REPORT.is_file():
         raise McadError(f"{TEACHERS_REPORT}: not found (run the teachers stage first)")
     results.update(json.loads(TEACHERS_REPORT.read_text()))

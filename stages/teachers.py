@@ -24,6 +24,7 @@ def main(params_path: str) -> None:
     from mcad_core.io import write_json
     from mcad_core.mcad.cache import file_sha256
     from mcad_core.models.teachers import build_dual, build_single, write_fingerprints
+    from mcad_core.precision import autocast
     from mcad_core.teacher_eval import teacher_report
 
     params = load_params(params_path)
@@ -31,11 +32,12 @@ def main(params_path: str) -> None:
     key = run_key(params.seed, params.teachers.model_dump(), file_sha256(PREPARED / "train.jsonl"))
     ckpt = checkpoint_dir(CKPT, key)
     dual, dual_summary = build_dual(params.teachers, train, val, PREPARED, OUT / "dual", ckpt / "dual",
-                                    params.seed, params.device)
+                                    params.seed, params.device, params.workers, params.precision)
     cross, single_summary = build_single(params.teachers, train, val, PREPARED, OUT / "single", ckpt / "single",
                                          params.seed, params.device)
     write_fingerprints(OUT, dual, cross)
-    report = teacher_report(dual, cross, test, PREPARED, params.teachers.rerank_k)
+    with autocast(params.device, params.precision):
+        report = teacher_report(dual, cross, test, PREPARED, params.teachers.rerank_k, params.workers)
     write_json("reports/teachers.json", report)
     click.echo(json.dumps({"training": {"dual": dual_summary, "single": single_summary}, "test": report},
                           indent=2, default=str))

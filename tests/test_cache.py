@@ -87,3 +87,32 @@ def test_missing_and_corrupt_cache_files(tmp_path):
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(McadError, match="cannot read"):
         load_tensors(bad, {})
+
+
+class _CountingCross:
+    """Wraps a cross-encoder and records the largest set of image features alive at once."""
+
+    def __init__(self, cross):
+        self.cross, self.fused_dim, self.largest = cross, cross.fused_dim, 0
+
+    def encode_images(self, images):
+        self.largest = max(self.largest, len(images))
+        return self.cross.encode_images(images)
+
+    def score(self, feats, captions):
+        return self.cross.score(feats, captions)
+
+
+def test_chunked_cache_equals_the_cache_built_at_once(setup):
+    _, prepared, records, dual, cross, at_once = setup  # built with the default chunk (> the split)
+    counting = _CountingCross(cross)
+    chunked = build_cache(records, prepared, dual, counting, hard_k=4, batch_size=16, progress=False,
+                          chunk_images=5)
+    assert counting.largest == 5 < len(records)
+    assert chunked.keys() == at_once.keys()
+    for name, tensor in at_once.items():
+        assert chunked[name].shape == tensor.shape, name
+        if tensor.dtype.is_floating_point:
+            assert torch.allclose(chunked[name], tensor, atol=1e-5), name
+        else:
+            assert torch.equal(chunked[name], tensor), name

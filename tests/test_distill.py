@@ -114,3 +114,19 @@ def test_every_variant_trains_on_the_same_batches(setup, tmp_path, monkeypatch):
                         tmp_path / current, seed=3, progress=False, max_steps=2)
     assert seen["contrastive"] == seen["dual_kd"] == seen["mcad"]
     assert any(not all(lab) for epoch in seen["mcad"] for _, _, lab in epoch)  # album pairs are in the batches
+
+
+def test_streamed_images_train_with_workers(setup, tmp_path):
+    """Real-data mode: images from a DataLoader (2 workers, open_clip's training crop), same steps."""
+    from mcad_core.data.images import StreamedImages
+
+    root, data, tok, params = setup
+    prepared = root / "prepared"
+    train = read_manifest(prepared / "train.jsonl")
+    streamed = type(data)(**{**vars(data), "images": StreamedImages(prepared, train, 64, workers=2, train=True)})
+    torch.manual_seed(0)
+    model = distill_student("mcad", params, streamed, tok.vocab_size, tmp_path, seed=0, progress=False)
+    memory = state(run(setup, tmp_path / "memory"))
+    got = state(model)
+    assert got.keys() == memory.keys() and all(torch.isfinite(v).all() for v in got.values() if v.is_floating_point())
+    assert not all(torch.equal(got[k], memory[k]) for k in got)  # the crops changed what it saw

@@ -75,18 +75,20 @@ def mine_hard_neighbours(v: torch.Tensor, t: torch.Tensor, cap_image: torch.Tens
     return out
 
 
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
 def build_cache(records: list[dict], prepared_dir: Path, dual: DualTeacher, cross: CrossEncoderTeacher,
-                hard_k: int, batch_size: int, progress: bool = True) -> dict[str, torch.Tensor]:
-    """Run both teachers once over a split and return the tensors listed in the module doc."""
-    import torch
-    from tqdm import tqdm
+                hard_k: int, batch_size: int, progress: bool = True, chunk_images: int = 256,
+                workers: int = 0) -> dict[str, torch.Tensor]:
+    """Run both teachers once over a split and return the tensors listed in the module doc.
 
-    from mcad_core.data.manifest import flatten_captions, load_image
+    Two streaming passes over the images: the dual teacher's embeddings (to mine the hard
+    neighbours), then the cross-encoder, ``chunk_images`` images at a time, scoring every
+    pair that involves them (own captions, image vs neighbour, neighbour vs image). Memory
+    holds one chunk of cross-encoder features, never a split's.
+    """
+    import torch
+
+    from mcad_core.data.manifest import flatten_captions
+    from mcad_core.teacher_stream import dual_split_embeddings, score_pairs
 
     captions, cap_image_list = flatten_captions(records)
     cap_image = torch.tensor(cap_image_list, dtype=torch.long)
@@ -95,35 +97,24 @@ def build_cache(records: list[dict], prepared_dir: Path, dual: DualTeacher, cros
     ref_caption = [rec["captions"][0] for rec in records]
     n_img = len(records)
 
-    v_parts, x_parts = [], []
-    with torch.no_grad():
-        for sl in tqdm(list(_batches(n_img, batch_size)), desc="cache: images", disable=not progress):
-            images = [load_image(prepared_dir, rec) for rec in records[sl]]
-            v_parts.append(dual.encode_images(images).float().cpu())
-            x_parts.append(cross.encode_images(images).cpu())
-        v, img_feats = torch.cat(v_parts), torch.cat(x_parts)
-        t = torch.cat([dual.encode_texts(captions[sl]).float().cpu()
-                       for sl in tqdm(list(_batches(len(captions), batch_size)), desc="cache: captions", disable=not progress)])
-        nbr = mine_hard_neighbours(v, t, cap_image, twin_of, hard_k)
-
-        def score(image_idx: torch.Tensor, texts: list[str], desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-            hs, ms = [], []
-            for sl in tqdm(list(_batches(len(texts), batch_size)), desc=desc, disable=not progress):
-                h, m = cross.score(img_feats[image_idx[sl]], texts[sl])
-                hs.append(h.float().cpu())
-                ms.append(m.float().cpu())
-            return torch.cat(hs), torch.cat(ms)
-
-        h, m_own = score(cap_image, captions, "cache: own pairs")
-        k = nbr.shape[1]
-        anchor = torch.arange(n_img).repeat_interleave(k)
-        flat_nbr = nbr.reshape(-1)
-        _, m_img_nbr = score(anchor, [ref_caption[j] for j in flat_nbr.tolist()], "cache: image vs neighbour")
-        _, m_nbr_img = score(flat_nbr, [ref_caption[i] for i in anchor.tolist()], "cache: neighbour vs image")
+    v, t = dual_split_embeddings(dual, records, prepared_dir, captions, batch_size, workers, progress)
+    nbr = mine_hard_neighbours(v, t, cap_image, twin_of, hard_k)
+    k = nbr.shape[1]
+    anchor = torch.arange(n_img).repeat_interleave(k)
+    flat_nbr = nbr.reshape(-1)
+    # one pair list: own captions, then image vs neighbour's caption, then neighbour vs image's caption
+    pair_image = torch.cat([cap_image, anchor, flat_nbr])
+    pair_text = captions + [ref_caption[j] for j in flat_nbr.tolist()] + [ref_caption[i] for i in anchor.tolist()]
+    keep = torch.zeros(len(pair_image), dtype=torch.bool)
+    keep[:len(captions)] = True
+    h, m = score_pairs(cross, prepared_dir, records, pair_image, pair_text, batch_size, chunk_images,
+                       keep_fused=keep, workers=workers, progress=progress, desc="cache: cross-encoder pairs")
+    n_cap, n_nbr = len(captions), n_img * k
     return {
-        "v": v.contiguous(), "t": t.contiguous(), "cap_image": cap_image, "h": h.contiguous(), "m_own": m_own,
-        "nbr": nbr.contiguous(), "m_img_nbr": m_img_nbr.reshape(n_img, k).contiguous(),
-        "m_nbr_img": m_nbr_img.reshape(n_img, k).contiguous(),
+        "v": v.contiguous(), "t": t.contiguous(), "cap_image": cap_image, "h": h.contiguous(),
+        "m_own": m[:n_cap].contiguous(), "nbr": nbr.contiguous(),
+        "m_img_nbr": m[n_cap:n_cap + n_nbr].reshape(n_img, k).contiguous(),
+        "m_nbr_img": m[n_cap + n_nbr:].reshape(n_img, k).contiguous(),
     }
 
 

@@ -17,14 +17,17 @@ from mcad_core.mcad.variants import VARIANTS
 if TYPE_CHECKING:
     import torch
 
+    from mcad_core.data.images import MemoryImages, StreamedImages
     from mcad_core.params import DistillParams
+
+    ImageSource = MemoryImages | StreamedImages
 
 
 @dataclass
 class DistillData:
     """Everything a distillation run reads, as tensors (train split) plus val for monitoring."""
 
-    images: torch.Tensor          # uint8 [N_img, 3, H, W]
+    images: ImageSource           # train images (uint8 [B, 3, H, W] per batch of indices)
     token_ids: torch.Tensor       # int32 [N_cap, ctx]
     cap_image: torch.Tensor       # long [N_cap]
     v: torch.Tensor               # teacher image targets [N_img, D] (raw or fused)
@@ -33,7 +36,7 @@ class DistillData:
     s_own: torch.Tensor | None    # shifted cross-encoder logits α(m − m̄)/τ_M of (image, first caption) [N_img]
     s_img_nbr: torch.Tensor | None  # [N_img, K]: image i vs neighbour's first caption
     s_nbr_img: torch.Tensor | None  # [N_img, K]: neighbour vs image i's first caption
-    val_images: torch.Tensor
+    val_images: ImageSource
     val_token_ids: torch.Tensor
     val_cap_image: torch.Tensor
     album: torch.Tensor | None = None  # bool [N_img]: images the student never gets as a labelled pair
@@ -41,13 +44,21 @@ class DistillData:
     val_twin_kind: list[str | None] | None = None  # what each val twin exchanges (colour / size / relation)
 
 
-def encode_all(model: Any, images: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Student embeddings of a whole split from uint8 images, in eval mode (BatchNorm statistics)."""
-    from mcad_core.models.student import encode_images_torch, encode_texts_torch
+def encode_all(model: Any, images: ImageSource, token_ids: torch.Tensor, device: str = "cpu",
+               batch_size: int = 256, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """Student embeddings of a whole split (images batch by batch from their source), in eval mode."""
+    import torch
+
+    from mcad_core.data.images import in_order
+    from mcad_core.models.student import encode_texts_torch
+    from mcad_core.precision import autocast
 
     was_training = model.training
     model.eval()
-    f, g = encode_images_torch(model, images.float() / 255), encode_texts_torch(model, token_ids)
+    with torch.inference_mode(), autocast(device, precision):
+        f = torch.cat([model.encode_image(x.to(device).float() / 255).float()
+                       for x in images.batches(in_order(len(images), batch_size))])
+        g = encode_texts_torch(model, token_ids.to(device)).float()
     model.train(was_training)
     return f, g
 
@@ -79,7 +90,8 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
                     ckpt_dir: Path, seed: int, device: str = "cpu",
                     log: Callable[[dict[str, float], bool], None] | None = None,
                     progress: bool = True, max_steps: int | None = None, rank: int = 0, world_size: int = 1,
-                    online_targets: Callable[[Any, Any], tuple[Any, Any]] | None = None) -> Any:
+                    online_targets: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+                    precision: str = "fp32") -> Any:
     """Train the student for ``params.epochs``; resumes from ``ckpt_dir`` if it holds a checkpoint.
 
     ``log(metrics, epoch_end)`` receives per-step losses and, at each epoch end, val retrieval.
@@ -87,6 +99,7 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     takes its share of every epoch's batches and gradients are averaged by DDP.
     ``online_targets(image_idx, caption_idx) -> (v, t)`` replaces the cached targets by a teacher
     forward every step (open_clip's ``--distill-model`` way); only the cost benchmark uses it.
+    ``precision`` (bf16 / fp16) autocasts the forward on cuda; fp16 scales the loss.
     """
     import torch
     from tqdm import tqdm
@@ -95,6 +108,7 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     from mcad_core.mcad.batches import PairBatchSampler, cached_pair_mask, dense_pair_logits
     from mcad_core.mcad.losses import mcad_loss, teacher_logits
     from mcad_core.models.student import build_student
+    from mcad_core.precision import autocast, grad_scaler
 
     spec = VARIANTS[variant]
     torch.manual_seed(seed)
@@ -116,13 +130,19 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     w_dist = params.w_dist if spec.distill else 0.0
     w_feat = params.w_feat if spec.distill else 0.0
     w_hard = params.w_hard if spec.distill else 0.0
+    scaler = grad_scaler(device, precision)
     step = sum(map(len, epoch_batches[:start_epoch]))
     for epoch in range(start_epoch, params.epochs):
-        for batch in tqdm(epoch_batches[epoch], desc=f"distill {variant} epoch {epoch + 1}/{params.epochs}",
-                          disable=not progress, mininterval=1.0):
+        batches = epoch_batches[epoch]
+        pixel_batches = data.images.batches(b.images for b in batches)
+        for batch, images in tqdm(zip(batches, pixel_batches, strict=True), total=len(batches),
+                                  desc=f"distill {variant} epoch {epoch + 1}/{params.epochs}",
+                                  disable=not progress, mininterval=1.0):
             img, cap = torch.from_numpy(batch.images), torch.from_numpy(batch.captions)
-            pixels = (data.images[img].to(device).float() / 255).contiguous(memory_format=torch.channels_last)
-            f, g, f_proj, g_proj, scale = net(pixels, data.token_ids[cap].to(device))
+            pixels = (images.to(device).float() / 255).contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                f, g, f_proj, g_proj, scale = net(pixels, data.token_ids[cap].to(device))
+            f, g, f_proj, g_proj, scale = (x.float() for x in (f, g, f_proj, g_proj, scale))
             v_tgt, t_tgt = (data.v[img], data.t[cap]) if online_targets is None else online_targets(img, cap)
             v_tgt, t_tgt = v_tgt.to(device), t_tgt.to(device)
             t_logits = candidates = None
@@ -138,9 +158,11 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
                 t_target=t_tgt, w_itc=params.w_itc, w_dist=w_dist, w_feat=w_feat, w_hard=w_hard,
             )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(modules.parameters(), 5.0)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, 4.6052)
@@ -150,7 +172,7 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
             if max_steps is not None and step >= max_steps:
                 return model.to(memory_format=torch.contiguous_format)
         if rank == 0:
-            fv, gv = encode_all(model, data.val_images.to(device), data.val_token_ids.to(device))
+            fv, gv = encode_all(model, data.val_images, data.val_token_ids, device, precision=precision)
             val = embedding_metrics(fv, gv, data.val_cap_image.tolist(), data.val_twin_of or [-1] * len(fv),
                                     data.val_twin_kind)
             _save_checkpoint(ckpt_dir, modules, opt, sched, epoch + 1)
@@ -193,14 +215,17 @@ def ddp_wrap(modules: Any) -> Any:
 
 def build_distill_data(variant: str, train_records: list[dict], val_records: list[dict], prepared_dir: Path,
                        image_size: int, tokenizer: Any, cache: dict, fused: dict | None,
-                       progress: bool = True, album: Any = None) -> DistillData:
+                       progress: bool = True, album: Any = None, image_mode: str = "memory",
+                       workers: int = 0) -> DistillData:
     """Assemble a variant's training tensors: the dual teacher's targets, or the fused ones.
 
     ``album`` (bool [N_img], optional): images the student never gets as a labelled pair.
+    ``image_mode``: ``memory`` preloads both splits, ``stream`` reads them through a DataLoader
+    with ``workers`` processes (train images with open_clip's training crop).
     """
     import torch
 
-    from mcad_core.data.images import load_images_uint8
+    from mcad_core.data.images import image_source
     from mcad_core.data.manifest import flatten_captions
     from mcad_core.evaluation import twin_index, twin_kinds
     from mcad_core.mcad.fusion import first_caption_index
@@ -213,14 +238,14 @@ def build_distill_data(variant: str, train_records: list[dict], val_records: lis
     shifts = fused if spec.fused_scores else None
     ref = first_caption_index(torch.tensor(cap_image), n_img)
     return DistillData(
-        images=torch.from_numpy(load_images_uint8(prepared_dir, train_records, image_size, progress)),
+        images=image_source(prepared_dir, train_records, image_size, image_mode, workers, train=True, progress=progress),
         token_ids=torch.from_numpy(tokenizer.encode(captions)),
         cap_image=torch.tensor(cap_image),
         v=feats["v"].float(), t=feats["t"].float(), nbr=cache["nbr"].long(),
         s_own=None if shifts is None else shifts["s_own"][ref],
         s_img_nbr=None if shifts is None else shifts["s_img_nbr"],
         s_nbr_img=None if shifts is None else shifts["s_nbr_img"],
-        val_images=torch.from_numpy(load_images_uint8(prepared_dir, val_records, image_size, progress)),
+        val_images=image_source(prepared_dir, val_records, image_size, image_mode, workers, progress=progress),
         val_token_ids=torch.from_numpy(tokenizer.encode(val_captions)),
         val_cap_image=torch.tensor(val_cap_image),
         album=None if album is None else torch.as_tensor(album, dtype=torch.bool),
@@ -248,5 +273,5 @@ def load_distill_inputs(params: Any, variant: str, prepared_dir: Path, teachers_
     fused = load_fused(fused_dir, cache_dir, params.fuse.model_dump(by_alias=True)) if needs_fused else None
     album = album_mask(twin_index(train), params.distill.album_frac, params.data.seed)
     data = build_distill_data(variant, train, val, prepared_dir, config.image.image_size, tokenizer, cache, fused,
-                              progress, album=album)
+                              progress, album=album, image_mode=params.distill.images, workers=params.workers)
     return data, tokenizer

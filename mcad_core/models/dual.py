@@ -203,21 +203,23 @@ def load_saved_dual_teacher(folder: str | Path, device: str = "cpu") -> OpenClip
     return load_dual_teacher(model, str(checkpoint), device)
 
 
-def _load_split(teacher: OpenClipTeacher, records: list[dict], prepared_dir: Path,
-                progress: bool) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
-    """Preload a split once: uint8 pixels [N, 3, H, W], unique-caption tokens, caption ids per image."""
-    import torch
-    from tqdm import tqdm
-
-    from mcad_core.data.manifest import load_image
-
-    pixels = []  # the teacher's own preprocessing (open_clip transform), not the student's loader
-    for start in tqdm(range(0, len(records), 512), desc="load images", disable=not progress, mininterval=1.0):
-        pixels.append(teacher.image_pixels([load_image(prepared_dir, rec) for rec in records[start : start + 512]]))
+def _caption_tokens(teacher: OpenClipTeacher, records: list[dict]) -> tuple[torch.Tensor, list[list[int]]]:
+    """Tokens of the split's unique captions, and each image's caption ids into them."""
     index: dict[str, int] = {}
     caption_ids = [[index.setdefault(c, len(index)) for c in rec["captions"]] for rec in records]
-    tokens = teacher.tokenize(list(index))
-    return torch.cat(pixels), tokens, caption_ids
+    return teacher.tokenize(list(index)), caption_ids
+
+
+def _pixel_batches(teacher: OpenClipTeacher, records: list[dict], prepared_dir: Path, index_batches: list,
+                   workers: int) -> Any:
+    """uint8 pixels of each batch of record indices, decoded and preprocessed (the teacher's own
+    open_clip transform) by a DataLoader: a split is never held in memory."""
+    from mcad_core.data.loader import image_loader
+
+    def transform(im: Any) -> Any:
+        return teacher.image_pixels([im])[0].numpy()
+
+    return image_loader(prepared_dir, records, 1, workers, transform, sampler=index_batches)
 
 
 def _run_key(teacher: OpenClipTeacher, records: list[dict], epochs: int, batch_size: int, lr: float,
@@ -254,15 +256,15 @@ def _schedule(total_steps: int) -> Any:
 
 
 def evaluate_dual(teacher: OpenClipTeacher, records: list[dict], prepared_dir: str | Path,
-                  progress: bool = False) -> dict[str, float]:
+                  progress: bool = False, workers: int = 0) -> dict[str, float]:
     """Recall@K both ways and twin accuracy of the teacher on a manifest split (DESIGN §5)."""
     from mcad_core.data.manifest import flatten_captions
     from mcad_core.retrieval import retrieval_metrics, twin_accuracy
+    from mcad_core.teacher_stream import dual_split_embeddings
 
-    pixels, _, _ = _load_split(teacher, records, Path(prepared_dir), progress)
     captions, image_index = flatten_captions(records)
-    img = teacher._encode(list(pixels.split(teacher.batch_size)), teacher.encode_pixels)
-    txt = teacher.encode_texts(captions)
+    img, txt = dual_split_embeddings(teacher, records, Path(prepared_dir), captions, teacher.batch_size, workers,
+                                     progress)
     out = retrieval_metrics(img, txt, image_index)
     row = {rec["image_id"]: i for i, rec in enumerate(records)}
     twin_of = [row.get(rec.get("twin"), -1) for rec in records]
@@ -274,7 +276,8 @@ def evaluate_dual(teacher: OpenClipTeacher, records: list[dict], prepared_dir: s
 def train_dual_teacher(teacher: OpenClipTeacher, train_records: list[dict], prepared_dir: str | Path,
                        epochs: int, batch_size: int, lr: float, out_dir: str | Path, seed: int,
                        device: str = "cpu", progress: bool = True,
-                       val_records: list[dict] | None = None) -> dict[str, Any]:
+                       val_records: list[dict] | None = None, workers: int = 0,
+                       precision: str = "fp32") -> dict[str, Any]:
     """Contrastive CLIP training (open_clip ``ClipLoss``) of ``teacher`` in place; returns a summary.
 
     An epoch shows every training image once, each with one of its captions drawn at random
@@ -282,10 +285,13 @@ def train_dual_teacher(teacher: OpenClipTeacher, train_records: list[dict], prep
     AdamW, warm-up + cosine. The full state is saved to ``out_dir/dual_train_state.pt``
     after each epoch; a re-run with the same settings and data resumes from it and ends
     with the same weights as an uninterrupted run. ``epochs=0`` keeps the weights as loaded.
+    Images stream through a DataLoader (``workers`` decoders); ``precision`` autocasts on cuda.
     """
     import numpy as np
     import torch
     from tqdm import tqdm
+
+    from mcad_core.precision import autocast, grad_scaler
 
     if epochs < 0:
         raise McadError(f"teachers.dual.epochs: must be >= 0, got {epochs}")
@@ -300,7 +306,8 @@ def train_dual_teacher(teacher: OpenClipTeacher, train_records: list[dict], prep
     if epochs > 0:
         open_clip = _open_clip()
         key = _run_key(teacher, train_records, epochs, batch_size, lr, seed)
-        pixels, tokens, caption_ids = _load_split(teacher, train_records, prepared_dir, progress)
+        tokens, caption_ids = _caption_tokens(teacher, train_records)
+        scaler = grad_scaler(device, precision)
         n = len(train_records)
         steps_per_epoch = max(1, n // batch_size)  # the ragged tail is dropped: equal-size batches
         total = epochs * steps_per_epoch
@@ -329,24 +336,30 @@ def train_dual_teacher(teacher: OpenClipTeacher, train_records: list[dict], prep
             rng = np.random.default_rng([seed, epoch])  # the epoch's order and captions, resume-proof
             order = rng.permutation(n)
             pick = np.array([ids[rng.integers(len(ids))] for ids in caption_ids])
-            bar = tqdm(range(steps_per_epoch), desc=f"dual teacher epoch {epoch + 1}/{epochs}",
+            bar = tqdm(total=steps_per_epoch, desc=f"dual teacher epoch {epoch + 1}/{epochs}",
                        disable=not progress, mininterval=1.0)
             total_loss = 0.0
-            for step in bar:
-                rows = torch.from_numpy(order[step * batch_size : (step + 1) * batch_size])
-                img = teacher.encode_pixels(pixels[rows])
-                txt = teacher.encode_tokens(tokens[torch.from_numpy(pick[rows.numpy()])])
-                loss = loss_fn(img, txt, model.logit_scale.exp())
+            rows_per_step = [order[step * batch_size : (step + 1) * batch_size] for step in range(steps_per_epoch)]
+            pixel_batches = _pixel_batches(teacher, train_records, prepared_dir, rows_per_step, workers)
+            for rows, pixels in zip(rows_per_step, pixel_batches, strict=True):
+                with autocast(device, precision):
+                    img = teacher.encode_pixels(pixels)
+                    txt = teacher.encode_tokens(tokens[torch.from_numpy(pick[rows])])
+                    loss = loss_fn(img.float(), txt.float(), model.logit_scale.exp())
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), _GRAD_CLIP)
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, _LOGIT_SCALE_MAX)
                 value = loss.item()
                 total_loss += value
                 bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+                bar.update(1)
+            bar.close()
             summary["loss"].append(total_loss / steps_per_epoch)
             summary["steps"] += steps_per_epoch
             summary["train_time_s"] = time.perf_counter() - t0
@@ -356,5 +369,5 @@ def train_dual_teacher(teacher: OpenClipTeacher, train_records: list[dict], prep
                             "rng": torch.get_rng_state(), "summary": summary}, tmp)
         model.eval()
     if val_records:
-        summary["val"] = evaluate_dual(teacher, val_records, prepared_dir)
+        summary["val"] = evaluate_dual(teacher, val_records, prepared_dir, workers=workers)
     return summary

@@ -43,7 +43,8 @@ def load_teachers(folder: str | Path, device: str = "cpu") -> tuple[DualTeacher,
 
 
 def build_dual(params: TeachersParams, train: list[dict], val: list[dict], prepared_dir: Path, out: Path,
-               ckpt_dir: Path, seed: int, device: str) -> tuple[DualTeacher, dict[str, Any]]:
+               ckpt_dir: Path, seed: int, device: str, workers: int = 0,
+               precision: str = "fp32") -> tuple[DualTeacher, dict[str, Any]]:
     """Load the dual teacher (pretrained or random) and train / fine-tune it when epochs > 0."""
     from mcad_core.models.dual import load_dual_teacher, save_dual_teacher, train_dual_teacher
 
@@ -52,7 +53,7 @@ def build_dual(params: TeachersParams, train: list[dict], val: list[dict], prepa
     if cfg.pretrained is None and cfg.epochs == 0:
         raise McadError("teachers.dual.epochs: 0 with pretrained: null would use a random teacher")
     summary = train_dual_teacher(teacher, train, prepared_dir, cfg.epochs, cfg.batch_size, cfg.lr, ckpt_dir, seed,
-                                 device=device, val_records=val)
+                                 device=device, val_records=val, workers=workers, precision=precision)
     save_dual_teacher(teacher, out)
     return teacher, summary
 
