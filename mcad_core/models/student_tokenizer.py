@@ -66,6 +66,17 @@ class StudentTokenizer:
             return np.zeros((0, self.context_length), np.int32)
         return np.asarray([e.ids for e in encs], dtype=np.int32)
 
+    @property
+    def unk_id(self) -> int:
+        """Id of [UNK]: what a word outside the vocabulary becomes (-1 if the vocabulary has none)."""
+        unk = self._tok.token_to_id(UNK)
+        return -1 if unk is None else int(unk)
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The pieces of ``text`` (as typed) that map to [UNK]: what a search can tell its user."""
+        enc = self._tok.encode(text)
+        return [text[a:b] for i, (a, b) in zip(enc.ids, enc.offsets) if i == self.unk_id]
+
     def save(self, path: str | Path) -> None:
         """Write the single ``tokenizer.json`` that ships next to the text model."""
         with atomic_path(path) as tmp:

@@ -1,0 +1,151 @@
+"""A folder of photos -> a gallery file, and on re-runs only what changed.
+
+Each gallery row's id is ``<absolute path>\\t<size in bytes>\\t<mtime in ns>``: the path is
+what search shows, size and mtime tell a re-run whether the file changed since it was
+embedded (as rsync and make decide, without reading every photo again). A re-run embeds the
+new and changed photos; if it only found new ones it appends them (``append_gallery``),
+otherwise (changed or deleted photos under the folder) it rewrites the file atomically from
+the kept rows and the new ones. Unreadable photos are skipped, reported, and tried again on
+the next run. Rows of photos outside the folder being indexed are kept as they are, so one
+gallery can hold several folders.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mcad_core.album.images import list_images, model_input
+from mcad_core.album.model import ExportedModel
+from mcad_core.errors import McadError
+
+
+def photo_id(path: Path, stat: os.stat_result) -> str:
+    return f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}"
+
+
+def id_path(photo: str) -> str:
+    """The photo path stored in a gallery id (ids made by other tools are returned whole)."""
+    parts = photo.rsplit("\t", 2)
+    return parts[0] if len(parts) == 3 else photo
+
+
+@dataclass
+class IndexReport:
+    """What a run did; ``skipped`` lists (path, reason) of the photos that could not be embedded."""
+
+    gallery: Path
+    rows: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    embed_s: float = 0.0
+    written: str = "nothing to do"
+
+
+def _reason(err: BaseException) -> str:
+    lines = [ln for ln in str(err).splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:200]
+
+
+def _embed(model: ExportedModel, paths: list[Path], report: IndexReport, progress: bool
+           ) -> tuple[np.ndarray, list[str]]:
+    """Embed each photo; broken ones go to ``report.skipped`` instead of stopping the run."""
+    from tqdm import tqdm
+
+    rows, ids = [], []
+    size = model.image_size
+    start = time.perf_counter()
+    for path in tqdm(paths, desc="index", unit="photo", disable=not progress):
+        try:
+            stat = path.stat()
+            photo_id(path, stat).encode("utf-8")
+            x = model_input(path, size)
+        except UnicodeEncodeError:
+            report.skipped.append((path, "file name is not valid UTF-8"))
+            continue
+        except Exception as err:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError...)
+            report.skipped.append((path, _reason(err)))
+            continue
+        rows.append(model.image.encode_one(x))
+        ids.append(photo_id(path, stat))
+    report.embed_s = time.perf_counter() - start
+    emb = np.stack(rows) if rows else np.zeros((0, model.image.embed_dim), np.float32)
+    return emb, ids
+
+
+def index_folder(photos_dir: str | Path, model: ExportedModel, out: str | Path, progress: bool = True) -> IndexReport:
+    """Embed the photos of ``photos_dir`` into the gallery ``out`` (created, appended or rewritten)."""
+    from mcad_core.export.gallery import append_gallery, open_gallery, write_gallery
+
+    photos_dir, out = Path(photos_dir), Path(out)
+    if not photos_dir.is_dir():
+        raise McadError(f"{photos_dir}: not a folder")
+    if out.is_dir():
+        raise McadError(f"{out}: is a folder; --out names the gallery file to write")
+    photos = list_images(photos_dir)
+    if not photos:
+        raise McadError(f"{photos_dir}: no photos found (looked for {', '.join(('jpg', 'png', 'webp'))} files, recursively)")
+    report = IndexReport(out)
+
+    if not out.exists():
+        emb, ids = _embed(model, photos, report, progress)
+        if not ids:
+            raise McadError(f"{photos_dir}: none of the {len(photos)} photos could be read "
+                            f"(first: {report.skipped[0][0]}: {report.skipped[0][1]}); no gallery written")
+        write_gallery(out, model.fingerprint, emb, ids)
+        report.rows, report.added, report.written = len(ids), len(ids), "written"
+        return report
+
+    with open_gallery(out, model.fingerprint) as g:
+        old_ids = list(g.ids)
+        keep, todo, gone = _compare(old_ids, photos, photos_dir)
+        listed = {id_path(old_ids[i]) for i in keep} | {str(p) for p in todo}
+        new = [p for p in photos if str(p) not in listed]
+        emb, ids = _embed(model, todo + new, report, progress)
+        embedded = {id_path(i) for i in ids}
+        report.updated = sum(str(p) in embedded for p in todo)
+        report.added = sum(str(p) in embedded for p in new)
+        report.removed = gone + len(todo) - report.updated  # a changed photo that no longer reads loses its row
+        report.unchanged = len(keep)
+        if todo or gone:
+            kept = g.codes[keep].astype(np.float32) * g.scales[keep, None]
+    if todo or gone:
+        write_gallery(out, model.fingerprint, np.concatenate([kept, emb]), [old_ids[i] for i in keep] + ids)
+        report.written = "rewritten"
+    elif ids:
+        append_gallery(out, model.fingerprint, emb, ids)
+        report.written = "appended"
+    report.rows = len(keep) + len(ids)
+    return report
+
+
+def _compare(old_ids: list[str], photos: list[Path], photos_dir: Path) -> tuple[list[int], list[Path], int]:
+    """Gallery rows against the folder: (rows to keep, photos changed since embedded, rows of photos
+    deleted from the folder)."""
+    current = {str(p): p for p in photos}
+    root = str(photos_dir.resolve())
+    keep, todo, gone = [], [], 0
+    for row, image_id in enumerate(old_ids):
+        path = id_path(image_id)
+        photo = current.get(path)
+        if photo is not None:
+            try:
+                unchanged = photo_id(photo, photo.stat()) == image_id
+            except OSError:
+                unchanged = False
+            if unchanged:
+                keep.append(row)
+            else:
+                todo.append(photo)
+        elif os.path.isabs(path) and os.path.commonpath([root, path]) == root and not os.path.exists(path):
+            gone += 1
+        else:
+            keep.append(row)  # another folder's photo, or one this run does not list: not ours to drop
+    return keep, todo, gone
