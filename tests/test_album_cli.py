@@ -131,6 +131,20 @@ def test_tflite_search_finds_what_the_pytorch_student_finds(album, tmp_path):
             assert overlap >= 0.9
 
 
+def test_photos_are_cropped_as_the_student_is_evaluated():
+    """PIL alone (no torchvision, which loads torch) gives the evaluation transform's exact pixels."""
+    from PIL import Image
+
+    from mcad_core.album.images import square_crop
+    from mcad_core.data.loader import eval_transform
+
+    rng = np.random.default_rng(0)
+    for w, h in [(64, 64), (64, 48), (33, 97), (400, 31), *rng.integers(20, 300, (20, 2)).tolist()]:
+        im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for size in (32, 64):
+            assert np.array_equal(np.asarray(square_crop(im, size)).transpose(2, 0, 1), eval_transform(size)(im))
+
+
 def test_appending_photos_gives_the_same_gallery_as_indexing_them_at_once(album, tmp_path):
     photos = tmp_path / "photos"
     shutil.copytree(album["photos"], photos)

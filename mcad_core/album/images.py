@@ -1,8 +1,9 @@
 """Photos on disk -> the image tower's input, and thumbnails for the result pages.
 
 A photo of any size is resized (bicubic) so its shorter side is the model's input size,
-then centre-cropped to a square: for the square images of the embedded data this is
-exactly the resize that training and evaluation use (``mcad_core.data.images``).
+then centre-cropped to a square, as the student is evaluated (``square_crop``). Large JPEGs
+are decoded at a reduced scale first (``draft``), as a phone's decoder does; that only
+touches photos at least 4x the model's input size.
 """
 
 from __future__ import annotations
@@ -42,16 +43,23 @@ def open_rgb(path: Path, draft_size: int | None = None) -> Image:
 
 
 def square_crop(im: Image, size: int) -> Image:
-    """Shorter side to ``size`` (bicubic), then the centre ``size`` x ``size`` square."""
+    """Shorter side to ``size`` (bicubic), then the centre ``size`` x ``size`` square.
+
+    The same pixels as the evaluation transform (``mcad_core.data.loader.eval_transform``:
+    torchvision's ``Resize`` + ``CenterCrop`` on a PIL image), with its rounding, in PIL alone:
+    torchvision would load torch, which the phone-side command must not.
+    """
     from PIL import Image as PILImage
 
     w, h = im.size
     if (w, h) == (size, size):
         return im
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if w <= h:
+        nw, nh = size, int(size * h / w)
+    else:
+        nw, nh = int(size * w / h), size
     im = im.resize((nw, nh), PILImage.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
+    left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
     return im.crop((left, top, left + size, top + size))
 
 
