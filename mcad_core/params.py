@@ -115,6 +115,7 @@ class BenchParams(_Group):
     warmup: int = Field(5, ge=0)
     gallery_sizes: list[PositiveInt] = [1000, 10000, 100000]
     topk: PositiveInt = 10
+    recall_queries: int = Field(1000, ge=0)  # random queries for the search's recall@k (0: skip)
 
 
 class Params(_Group):

@@ -56,7 +56,7 @@ def test_synthetic_gallery_and_errors():
 def test_bench_end_to_end(tmp_path):
     _, _, folder, _ = exported()
     report = run_bench(folder, threads=[1], runs=3, warmup=1, gallery_sizes=[100, 2000], topk=10,
-                       queries=CAPTIONS)
+                       queries=CAPTIONS, recall_queries=40)
     env = report["environment"]
     assert env["runtime_version"] and env["cpu"]
     assert {(r["tower"], r["format"]) for r in report["encoders"]} == {
@@ -66,8 +66,13 @@ def test_bench_end_to_end(tmp_path):
     assert len(report["search"]) == 3 * 2
     for row in report["search"]:
         assert row["torch_loaded"] is False  # the search process is phone-like
-        assert set(row["breakdown_mean_ms"]) == {"tokenize", "encode", "topk"}
+        assert set(row["breakdown_mean_ms"]) == {"tokenize", "encode", "topk", "ids"}
         assert 0 < row["peak_rss_mb"] < 500
+        assert 0 < row["scan_p50_ms"] <= row["p50_ms"] and row["floor_p50_ms"] > 0
+        assert row["scan_floor_ratio"] == row["scan_p50_ms"] / row["floor_p50_ms"] and row["scan_kernel"]
+    recall = report["search_recall"]
+    assert recall["gallery_size"] == 2000 and recall["queries"] == 40 and recall["k"] == 10
+    assert recall["recall_vs_stored_int8"] >= 0.99 and recall["recall_vs_fp32"] >= 0.9
     csv = search_rows_csv(report["search"])
     assert csv.splitlines()[0].startswith("series,") and len(csv.splitlines()) == 7
     plot_search_latency(report["search"], tmp_path / "plot.png")
@@ -80,7 +85,20 @@ def test_bench_without_models_is_one_line_error(tmp_path):
 
 
 def test_search_metrics_keep_the_headline_model_only():
-    rows = [{"text_format": f, "threads": n, "gallery_size": g, "p50_ms": 0.1 * g / 1000 + n + (f == "fp32")}
-            for f in ("fp32", "dynamic_int8") for n in (1, 2) for g in (1000, 100_000)]
-    assert search_metrics(rows) == {"p50_ms_1000": 1.1, "p50_ms_100000": 11.0}  # dynamic_int8, 1 thread
+    rows = [{"text_format": f, "threads": n, "gallery_size": g, "p50_ms": 0.1 * g / 1000 + n + (f == "fp32"),
+             "scan_floor_ratio": 1.25 * n} for f in ("fp32", "dynamic_int8") for n in (1, 2) for g in (1000, 100_000)]
+    recall = {"k": 10, "recall_vs_fp32": 0.98765}
+    assert search_metrics(rows, recall) == {  # dynamic_int8, 1 thread
+        "p50_ms_1000": 1.1, "p50_ms_100000": 11.0, "scan_floor_ratio_1000": 1.25, "scan_floor_ratio_100000": 1.25,
+        "recall_at_10": 0.9877}
     assert search_metrics([r for r in rows if r["text_format"] == "fp32"]) == {}
+
+
+def test_scan_worker_reports_the_floor_ratio(tmp_path):
+    from mcad_core.export.bench import run_worker
+    from mcad_core.export.gallery import write_quantized_gallery
+
+    write_quantized_gallery(tmp_path / "g.mcg", "fp", synthetic_gallery(3000, 64, seed=1), [str(i) for i in range(3000)])
+    row = run_worker("scan", tmp_path / "g.mcg", 1, 3, 1, 10)
+    assert (row["gallery_size"], row["dim"], row["threads"]) == (3000, 64, 1)
+    assert row["scan_floor_ratio"] == row["scan_p50_ms"] / row["floor_p50_ms"] and 0 < row["peak_rss_mb"] < 500

@@ -4,8 +4,10 @@ Every measurement runs in a fresh ``bench_worker.py`` process: the parent has to
 loaded (hundreds of MB), so its RSS says nothing about what a phone would hold, and a
 fresh process also gives ``benchmark_model``'s cold init and first-inference times.
 The search gallery is synthetic (random unit vectors of the text model's embedding
-dim, stored int8 with per-vector scales): latency and memory depend on its size and
-dim, not on its content.
+dim), written once per size as a gallery file (``gallery.py``) that every search worker
+memory-maps: latency and memory depend on its size and dim, not on its content. Each
+worker also measures the memory floor (an fp32 sgemv over as many bytes as the int8 codes)
+in its own process, and ``search_recall`` holds the scan's top-k to exact fp32 search.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def runtime_info() -> dict:
             "cpu_count": os.cpu_count(), "machine": platform.machine()}
 
 
-def _worker(mode: str, path: Path, *args: object) -> dict:
+def run_worker(mode: str, path: Path, *args: object) -> dict:
     # numpy's BLAS stays on one thread: the top-k gemv is memory-bound, and a 2-thread OpenBLAS
     # measured 290 ms instead of 7 ms at 100k on a shared 2-core box (spinning threads contend
     # with the interpreter's). The thread count under test is the interpreter's alone.
@@ -68,9 +70,14 @@ def _sample_input(enc_path: Path, tokenizer_path: Path, query: str) -> np.ndarra
 
 
 def run_bench(model_dir: str | Path, threads: list[int], runs: int, warmup: int, gallery_sizes: list[int],
-              topk: int, queries: list[str], seed: int = 0) -> dict:
-    """Encoder rows (tower, format, threads) and search rows (text format, gallery size, threads)."""
+              topk: int, queries: list[str], seed: int = 0, recall_queries: int = 1000) -> dict:
+    """Encoder rows (tower, format, threads), search rows (text format, gallery size, threads) and the
+    search's recall@k (``search_recall``, at the largest gallery size up to 100k)."""
     from tqdm import tqdm
+
+    from mcad_core.export.gallery import write_quantized_gallery
+    from mcad_core.export.search import synthetic_gallery
+    from mcad_core.export.tflite import TFLiteEncoder
 
     model_dir = Path(model_dir)
     tokenizer = model_dir / "tokenizer.json"
@@ -88,30 +95,69 @@ def run_bench(model_dir: str | Path, threads: list[int], runs: int, warmup: int,
             path = model_dir / model_filename(tower, fmt)
             npy = Path(tmp) / f"{tower}.npy"
             np.save(npy, _sample_input(path, tokenizer, queries[0]))
-            row = _worker("encoder", path, npy, n, runs, warmup)
+            row = run_worker("encoder", path, npy, n, runs, warmup)
             encoders.append({"tower": tower, "format": fmt, "threads": n, "file": path.name,
                              "size_bytes": path.stat().st_size, **row})
         text_formats = [f for t, f in present if t == "text"]
-        jobs = [(f, g, n) for f in text_formats for g in gallery_sizes for n in threads]
-        for fmt, size, n in tqdm(jobs, desc="bench search"):
-            row = _worker("search", model_dir / model_filename("text", fmt), tokenizer, queries_json, size, n,
-                          runs, warmup, topk, seed)
-            searches.append({"text_format": fmt, "gallery_size": size, "threads": n, "topk": topk,
-                             "gallery_storage": "int8, per-vector scale", **row})
+        dim = TFLiteEncoder(model_dir / model_filename("text", text_formats[0])).embed_dim if text_formats else 0
+        for size in tqdm(gallery_sizes if text_formats else [], desc="bench search"):
+            gallery_file = Path(tmp) / f"gallery_{size}.mcg"
+            write_quantized_gallery(gallery_file, "synthetic", synthetic_gallery(size, dim, seed),
+                                    [f"synthetic/{i}.jpg" for i in range(size)])
+            for fmt, n in [(f, n) for f in text_formats for n in threads]:
+                row = run_worker("search", model_dir / model_filename("text", fmt), tokenizer, queries_json,
+                              gallery_file, n, runs, warmup, topk)
+                searches.append({"text_format": fmt, "gallery_size": size, "threads": n, "topk": topk,
+                                 "gallery_storage": "int8, per-vector scale, memory-mapped file", **row})
+            gallery_file.unlink()
+    recall = search_recall(max((s for s in gallery_sizes if s <= 100_000), default=min(gallery_sizes)), dim,
+                           recall_queries, topk, seed) if text_formats and recall_queries else None
     return {"environment": runtime_info(), "runs": runs, "warmup": warmup, "encoders": encoders,
-            "search": searches}
+            "search": searches, "search_recall": recall}
+
+
+def search_recall(size: int, dim: int, queries: int, topk: int, seed: int = 0, threads: int = 1) -> dict:
+    """recall@k of the gallery search (int8 file, int8 scan + exact rerank) over ``queries`` random unit
+    queries and a random unit gallery: against exact fp32 search of the float vectors (what int8
+    storage and the scan lose together) and of the stored int8 rows (what the scan loses alone)."""
+    from mcad_core.export.search import quantize_gallery, scan_topk
+
+    rng = np.random.default_rng(seed + 1)
+    emb = rng.standard_normal((size, dim), dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    qs = rng.standard_normal((queries, dim), dtype=np.float32)
+    qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    gallery = quantize_gallery(emb)
+    stored = gallery.dequantize()
+    k = min(topk, size)
+    hits_fp32 = hits_stored = 0
+    for i in range(0, queries, 64):
+        block = qs[i:i + 64]
+        truths = [np.argpartition(-(block @ m.T), k - 1, axis=1)[:, :k] for m in (emb, stored)]  # [64, k] each
+        for q, true_fp32, true_stored in zip(block, *truths):
+            got = set(scan_topk(q, gallery, topk, threads=threads)[0].tolist())
+            hits_fp32 += len(got & set(true_fp32.tolist()))
+            hits_stored += len(got & set(true_stored.tolist()))
+    return {"gallery_size": size, "dim": dim, "queries": queries, "k": k,
+            "recall_vs_fp32": hits_fp32 / (queries * k), "recall_vs_stored_int8": hits_stored / (queries * k)}
 
 
 # The search latency the README leads with: the dynamic-int8 text model on one thread.
 HEADLINE_SEARCH = ("dynamic_int8", 1)
 
 
-def search_metrics(search_rows: list[dict]) -> dict[str, float]:
-    """The bench's DVC metric: search p50 (ms) per gallery size, for ``HEADLINE_SEARCH`` only, so an
-    experiment compares one model on one thread; empty when the bench params leave it out."""
+def search_metrics(search_rows: list[dict], recall: dict | None = None) -> dict[str, float]:
+    """The bench's DVC metrics: search p50 (ms) and the scan's ratio to the memory floor per gallery
+    size, for ``HEADLINE_SEARCH`` only, so an experiment compares one model on one thread (none when
+    the bench params leave it out); and the search's recall@k against exact fp32 search."""
     fmt, threads = HEADLINE_SEARCH
-    return {f"p50_ms_{r['gallery_size']}": round(r["p50_ms"], 3) for r in search_rows
-            if (r["text_format"], r["threads"]) == (fmt, threads)}
+    rows = [r for r in search_rows if (r["text_format"], r["threads"]) == (fmt, threads)]
+    out = {f"p50_ms_{r['gallery_size']}": round(r["p50_ms"], 3) for r in rows}
+    out |= {f"scan_floor_ratio_{r['gallery_size']}": round(r["scan_floor_ratio"], 3) for r in rows
+            if "scan_floor_ratio" in r}
+    if recall:
+        out[f"recall_at_{recall['k']}"] = round(recall["recall_vs_fp32"], 4)
+    return out
 
 
 def plot_search_latency(search_rows: list[dict], png: str | Path) -> None:
@@ -141,7 +187,8 @@ def plot_search_latency(search_rows: list[dict], png: str | Path) -> None:
 
 def search_rows_csv(search_rows: list[dict]) -> str:
     """Flat rows for ``dvc plots`` (x: gallery_size, y: mean_ms), one series per text format and threads."""
-    cols = ("series", "text_format", "threads", "gallery_size", "mean_ms", "p50_ms", "p90_ms", "peak_rss_mb")
+    cols = ("series", "text_format", "threads", "gallery_size", "mean_ms", "p50_ms", "p90_ms", "scan_p50_ms",
+            "floor_p50_ms", "peak_rss_mb")
     lines = [",".join(cols)]
     for r in search_rows:
         row = {"series": f"{r['text_format']}-{r['threads']}t", **r}

@@ -78,13 +78,17 @@ def _rows(path: Path, embeddings: np.ndarray, ids: list[str]) -> tuple[Int8Galle
     ids = list(ids)
     if len(ids) != len(emb):
         raise McadError(f"{path}: {len(emb)} embeddings but {len(ids)} ids")
+    return quantize_gallery(emb), *_encode_ids(path, ids)
+
+
+def _encode_ids(path: Path, ids: list[str]) -> tuple[np.ndarray, bytes]:
+    """The ids' end offsets (from 0) and their UTF-8 bytes back to back."""
     encoded = []
     for image_id in ids:
         if not isinstance(image_id, str):
             raise McadError(f"{path}: image ids must be strings (got {type(image_id).__name__})")
         encoded.append(image_id.encode("utf-8"))
-    ends = np.cumsum([len(e) for e in encoded], dtype=np.uint64) if encoded else np.empty(0, np.uint64)
-    return quantize_gallery(emb), ends, b"".join(encoded)
+    return np.cumsum([len(e) for e in encoded], dtype=np.uint64), b"".join(encoded)
 
 
 def _write_file(target: Path, fp: bytes, dim: int, capacity: int, codes: np.ndarray, scales: np.ndarray,
@@ -120,6 +124,18 @@ def write_gallery(path: str | Path, fingerprint: str, embeddings: np.ndarray, id
     fp = _check_fingerprint(fingerprint)
     q, ends, id_bytes = _rows(path, embeddings, ids)
     _write_file(path, fp, q.codes.shape[1], _capacity_for(len(q)), q.codes, q.scales, ends, id_bytes)
+
+
+def write_quantized_gallery(path: str | Path, fingerprint: str, gallery: Int8Gallery, ids: list[str]) -> None:
+    """``write_gallery`` for rows already quantized (``search.quantize_gallery``): no float copy needed,
+    so a million-row benchmark gallery is written from its int8 codes alone."""
+    path = Path(path)
+    fp = _check_fingerprint(fingerprint)
+    if gallery.codes.ndim != 2 or len(ids) != len(gallery.codes):
+        raise McadError(f"{path}: {len(gallery.codes)} quantized rows but {len(ids)} ids")
+    ends, id_bytes = _encode_ids(path, list(ids))
+    _write_file(path, fp, gallery.codes.shape[1], _capacity_for(len(ids)), gallery.codes, gallery.scales, ends,
+                id_bytes)
 
 
 def append_gallery(path: str | Path, fingerprint: str, embeddings: np.ndarray, ids: list[str]) -> None:

@@ -222,7 +222,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return _pools[threads]
 
 
-def _approx_candidates(query: np.ndarray, gallery: Int8Gallery, kk: int, threads: int) -> np.ndarray:
+def scan_candidates(query: np.ndarray, gallery: Int8Gallery, kk: int, threads: int) -> np.ndarray:
     """Indices of the ``kk`` best rows by the int8 scan (query quantized to int8), ties to the lower
     index, the same for any thread count; the numpy route (chunked dequantize + sgemv) without a kernel."""
     dll = scan_kernel()
@@ -258,7 +258,7 @@ def scan_topk(query: np.ndarray, gallery: Int8Gallery, k: int, threads: int = 1)
     if n == 0:
         return np.empty(0, np.int64), np.empty(0, np.float32)
     k = min(k, n)
-    cand = _approx_candidates(q, gallery, min(n, k + RERANK_EXTRA), max(1, int(threads))).astype(np.int64)
+    cand = scan_candidates(q, gallery, min(n, k + RERANK_EXTRA), max(1, int(threads))).astype(np.int64)
     exact = exact_scores(q, gallery, cand)
     order = np.lexsort((cand, -exact))[:k]
     return cand[order], exact[order].astype(np.float32)
