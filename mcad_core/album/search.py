@@ -57,6 +57,7 @@ class AlbumSearch:
         if fmt is None and made_with is None:
             raise McadError(f"{gallery}: not made by `mcad index` (model {self.gallery.fingerprint!r}); pass --format")
         self.model = ExportedModel(models_dir, fmt or made_with, threads=threads)
+        self.threads = threads
         if self.model.fingerprint != self.gallery.fingerprint:
             raise McadError(f"{gallery}: indexed by model {self.gallery.fingerprint}, but {models_dir} holds "
                             f"{self.model.fingerprint}; pass the --models/--format that indexed it, or re-index")
@@ -65,11 +66,10 @@ class AlbumSearch:
         if self.model.text.embed_dim != self.gallery.dim:
             raise McadError(f"{self.model.paths['text']}: gives {self.model.text.embed_dim}-dim embeddings, "
                             f"the gallery holds {self.gallery.dim}-dim ones")
-        self.paths = [id_path(i) for i in self.gallery.ids]
         # One throw-away pass, as an app does at start: the tokenizer's and the interpreter's first
         # calls cost ~3 ms and ~1 ms more than every later one, which is not what a query costs.
         ids = self.model.tokenizer.encode("warm up")
-        self.gallery.search(self.model.text.encode_one(ids[0]), 1)
+        self.gallery.search(self.model.text.encode_one(ids[0]), 1, threads=threads)
         self.load_ms = (time.perf_counter() - start) * 1e3
 
     def tokenize(self, query: str) -> tuple[np.ndarray, list[str]]:
@@ -92,7 +92,7 @@ class AlbumSearch:
         t1 = time.perf_counter()
         q = self.model.text.encode_one(ids[0])
         t2 = time.perf_counter()
-        rows, scores = self.gallery.search(q, k)
+        rows, scores = self.gallery.search(q, k, threads=self.threads)
         t3 = time.perf_counter()
-        hits = [Hit(rank + 1, float(s), self.paths[int(r)]) for rank, (r, s) in enumerate(zip(rows, scores))]
+        hits = [Hit(rank + 1, float(s), id_path(self.gallery.id_of(int(r)))) for rank, (r, s) in enumerate(zip(rows, scores))]
         return QueryResult(query, hits, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, unknown)
