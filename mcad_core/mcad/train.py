@@ -262,12 +262,12 @@ def load_distill_inputs(params: Any, variant: str, prepared_dir: Path, teachers_
     from mcad_core.data.manifest import flatten_captions, read_manifest
     from mcad_core.evaluation import twin_index
     from mcad_core.mcad.targets import load_cache, load_fused
-    from mcad_core.models.student import StudentTokenizer, load_config
+    from mcad_core.models.student import load_config, student_tokenizer
 
     spec = VARIANTS[variant]
     train, val = read_manifest(prepared_dir / "train.jsonl"), read_manifest(prepared_dir / "val.jsonl")
     config = load_config(params.distill.student)
-    tokenizer = StudentTokenizer.train(flatten_captions(train)[0], context_length=config.text.context_length)
+    tokenizer = student_tokenizer(config, flatten_captions(train)[0])  # a pretrained text tower brings its own
     cache = load_cache(cache_dir, "train", prepared_dir, teachers_dir, params.cache.hard_k)
     needs_fused = spec.fused_scores or spec.fused_features
     fused = load_fused(fused_dir, cache_dir, params.fuse.model_dump(by_alias=True)) if needs_fused else None

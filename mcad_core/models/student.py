@@ -11,8 +11,14 @@ Both towers are written for clean TFLite export and full-int8 quantization:
 Both outputs are L2-normalised inside the model, so the exported files emit
 ready-to-compare embeddings.
 
+Towers from pretrained parts (``image.backbone: efficientnet_lite0``, ``text.backbone:
+bert`` with ``pretrained``: ``"package"`` or a local path) keep the same contracts; they
+live in :mod:`mcad_core.models.pretrained`, and :func:`student_tokenizer` gives each text
+tower its tokenizer (word-level, trained on the captions, or the pretrained WordPiece one).
+
 The student folder format (``save_student`` / ``load_student``) is defined here
 and nowhere else: ``student.safetensors`` + ``config.json`` + ``tokenizer.json``.
+A folder is self-contained: loading it never reads the pretrained packages.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo, field_validator
 from torch import nn
 
 from mcad_core.errors import McadError
@@ -47,6 +53,17 @@ class ImageTowerConfig(_Cfg):
     std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=3, max_length=3)] = [0.25, 0.25, 0.25]
     stem_width: PositiveInt = 32
     blocks: list[tuple[PositiveInt, Annotated[int, Field(ge=1, le=2)]]] = [(64, 1), (128, 2), (256, 2)]
+    # mcad_cnn: the from-scratch CNN above (stem_width, blocks); efficientnet_lite0: ImageNet
+    # backbone (stem_width / blocks unused). pretrained: "package" | weights file | null (random).
+    backbone: Literal["mcad_cnn", "efficientnet_lite0"] = "mcad_cnn"
+    pretrained: str | None = None
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_needs_a_backbone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("backbone") == "mcad_cnn":
+            raise ValueError("the mcad_cnn backbone has no pretrained weights (set backbone: efficientnet_lite0)")
+        return value
 
 
 class TextTowerConfig(_Cfg):
@@ -55,6 +72,26 @@ class TextTowerConfig(_Cfg):
     layers: PositiveInt = 4
     heads: PositiveInt = 4
     mlp_ratio: PositiveInt = 4
+    # mcad_transformer: the from-scratch pre-LN transformer with a word-level vocabulary trained on
+    # the captions; bert: a post-LN BERT encoder (e.g. all-MiniLM-L6-v2) with its own WordPiece
+    # tokenizer, so pretrained ("package" | Hugging Face folder) is required.
+    backbone: Literal["mcad_transformer", "bert"] = "mcad_transformer"
+    pretrained: str | None = Field(None, validate_default=True)
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_fits_backbone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        backbone = info.data.get("backbone")
+        if value is not None and backbone == "mcad_transformer":
+            raise ValueError("the mcad_transformer backbone has no pretrained weights (set backbone: bert)")
+        if value is None and backbone == "bert":
+            raise ValueError("the bert backbone needs pretrained weights and tokenizer ('package' or a folder)")
+        return value
+
+
+# Keys added for pretrained towers: left out of a saved config.json when at their defaults, so
+# the from-scratch students' folders stay byte-identical to those written before they existed.
+_TOWER_KEYS = ("backbone", "pretrained")
 
 
 class StudentConfig(_Cfg):
@@ -64,6 +101,16 @@ class StudentConfig(_Cfg):
     image: ImageTowerConfig = ImageTowerConfig()
     text: TextTowerConfig = TextTowerConfig()
     vocab_size: PositiveInt | None = None  # filled in when saved with a trained student
+
+    def to_json(self) -> str:
+        """The config.json of a student folder."""
+        exclude = {}
+        for tower in ("image", "text"):
+            cfg = getattr(self, tower)
+            at_default = {k for k in _TOWER_KEYS if getattr(cfg, k) == type(cfg).model_fields[k].default}
+            if at_default:
+                exclude[tower] = at_default
+        return self.model_dump_json(indent=2, exclude=exclude)
 
 
 def _l2norm(x: torch.Tensor) -> torch.Tensor:
@@ -184,8 +231,20 @@ class StudentModel(nn.Module):
     def __init__(self, cfg: StudentConfig, vocab_size: int) -> None:
         super().__init__()
         self.config = cfg.model_copy(update={"vocab_size": vocab_size})
-        self.image_tower = ImageTower(cfg.image, cfg.embed_dim)
-        self.text_tower = TextTower(cfg.text, vocab_size, cfg.embed_dim)
+        self.image_tower: nn.Module
+        self.text_tower: nn.Module
+        if cfg.image.backbone == "mcad_cnn":
+            self.image_tower = ImageTower(cfg.image, cfg.embed_dim)
+        else:
+            from mcad_core.models.pretrained import EfficientNetLite0Tower
+
+            self.image_tower = EfficientNetLite0Tower(cfg.image, cfg.embed_dim)
+        if cfg.text.backbone == "mcad_transformer":
+            self.text_tower = TextTower(cfg.text, vocab_size, cfg.embed_dim)
+        else:
+            from mcad_core.models.pretrained import BertTextTower
+
+            self.text_tower = BertTextTower(cfg.text, vocab_size, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(cfg.logit_scale_init))
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
@@ -218,14 +277,36 @@ def load_config(name_or_config_path: str | Path) -> StudentConfig:
         raise McadError(f"{path}: '{key}': {first['msg'].lower()}") from None
 
 
-def build_student(name_or_config_path: str | Path, vocab_size: int) -> StudentModel:
-    """Build a freshly initialised student from its JSON config."""
+def build_student(name_or_config_path: str | Path, vocab_size: int, pretrained: bool = True) -> StudentModel:
+    """Build a student from its JSON config: random init, then the pretrained towers' weights
+    (``image.pretrained`` / ``text.pretrained``) unless ``pretrained`` is False (a saved folder
+    brings its own). Projections and the logit scale always start fresh."""
     cfg = load_config(name_or_config_path)
     if vocab_size < 2:
         raise McadError(f"student: vocab_size must be >= 2 (got {vocab_size})")
     if cfg.vocab_size is not None and cfg.vocab_size != vocab_size:
         raise McadError(f"{name_or_config_path}: config vocab_size {cfg.vocab_size} != tokenizer's {vocab_size}")
-    return StudentModel(cfg, vocab_size)
+    model = StudentModel(cfg, vocab_size)
+    if pretrained and cfg.image.pretrained is not None:
+        from mcad_core.models.pretrained import load_image_weights
+
+        load_image_weights(model.image_tower, cfg.image.pretrained)
+    if pretrained and cfg.text.pretrained is not None:
+        from mcad_core.models.pretrained import load_text_weights
+
+        load_text_weights(model.text_tower, cfg.text)
+    return model
+
+
+def student_tokenizer(config: StudentConfig, captions: list[str]) -> StudentTokenizer:
+    """The tokenizer a text tower reads: for ``mcad_transformer`` a word-level vocabulary built from
+    the training ``captions``; for ``bert`` the pretrained WordPiece ``tokenizer.json`` (captions
+    unused), padded / truncated to ``text.context_length``."""
+    if config.text.backbone == "mcad_transformer":
+        return StudentTokenizer.train(captions, context_length=config.text.context_length)
+    from mcad_core.models.pretrained import pretrained_tokenizer
+
+    return pretrained_tokenizer(config.text)
 
 
 def params_m(module: nn.Module) -> float:
@@ -234,14 +315,18 @@ def params_m(module: nn.Module) -> float:
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An eval-mode copy with every Conv-BN folded into one biased Conv (what ships)."""
+    """An eval-mode copy with every Conv-BN folded into one biased Conv (what ships): each
+    Conv2d directly followed by a BatchNorm2d in a Sequential (ConvBNAct, SameConvBNAct)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     model = copy.deepcopy(model).eval()
     for block in model.modules():
-        if isinstance(block, ConvBNAct) and isinstance(block[1], nn.BatchNorm2d):
-            block[0] = fuse_conv_bn_eval(block[0], block[1])
-            block[1] = nn.Identity()
+        if not isinstance(block, nn.Sequential):
+            continue
+        for i in range(len(block) - 1):
+            if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                block[i] = fuse_conv_bn_eval(block[i], block[i + 1])
+                block[i + 1] = nn.Identity()
     return model
 
 
@@ -258,7 +343,7 @@ def save_student(model: StudentModel, tokenizer: StudentTokenizer, folder: str |
         tmp.mkdir()
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
-        (tmp / CONFIG_FILE).write_text(model.config.model_dump_json(indent=2) + "\n")
+        (tmp / CONFIG_FILE).write_text(model.config.to_json() + "\n")
         tokenizer.save(tmp / TOKENIZER_FILE)
 
 
@@ -273,7 +358,7 @@ def load_student(folder: str | Path) -> tuple[StudentModel, StudentTokenizer]:
         raise McadError(f"{folder}: not a student folder (missing {', '.join(missing)})")
     cfg = load_config(folder / CONFIG_FILE)
     tokenizer = StudentTokenizer.load(folder / TOKENIZER_FILE)
-    model = build_student(folder / CONFIG_FILE, tokenizer.vocab_size)
+    model = build_student(folder / CONFIG_FILE, tokenizer.vocab_size, pretrained=False)
     try:
         state = load_file(str(folder / WEIGHTS_FILE))
     except SafetensorError as err:
@@ -298,5 +383,5 @@ def encode_texts_torch(model: StudentModel, ids: torch.Tensor, batch_size: int =
         return torch.cat([model.encode_text(ids[i:i + batch_size]) for i in range(0, len(ids), batch_size)])
 
 
-__all__ = ["StudentModel", "StudentConfig", "StudentTokenizer", "build_student", "load_config", "params_m",
-           "fold_batchnorm", "save_student", "load_student", "encode_images_torch", "encode_texts_torch"]
+__all__ = ["StudentModel", "StudentConfig", "StudentTokenizer", "build_student", "student_tokenizer", "load_config",
+           "params_m", "fold_batchnorm", "save_student", "load_student", "encode_images_torch", "encode_texts_torch"]
