@@ -22,6 +22,7 @@ import numpy as np
 from mcad_core.album.images import list_images, model_input
 from mcad_core.album.model import ExportedModel
 from mcad_core.errors import McadError
+from mcad_core.export.tflite import _one_line
 
 
 def photo_id(path: Path, stat: os.stat_result) -> str:
@@ -49,11 +50,6 @@ class IndexReport:
     written: str = "nothing to do"
 
 
-def _reason(err: BaseException) -> str:
-    lines = [ln for ln in str(err).splitlines() if ln.strip()]
-    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:200]
-
-
 def _embed(model: ExportedModel, paths: list[Path], report: IndexReport, progress: bool
            ) -> tuple[np.ndarray, list[str]]:
     """Embed each photo; broken ones go to ``report.skipped`` instead of stopping the run."""
@@ -71,7 +67,7 @@ def _embed(model: ExportedModel, paths: list[Path], report: IndexReport, progres
             report.skipped.append((path, "file name is not valid UTF-8"))
             continue
         except Exception as err:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError...)
-            report.skipped.append((path, _reason(err)))
+            report.skipped.append((path, _one_line(err)))
             continue
         rows.append(model.image.encode_one(x))
         ids.append(photo_id(path, stat))
