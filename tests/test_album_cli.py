@@ -145,6 +145,27 @@ def test_photos_are_cropped_as_the_student_is_evaluated():
             assert np.array_equal(np.asarray(square_crop(im, size)).transpose(2, 0, 1), eval_transform(size)(im))
 
 
+def test_a_query_of_unknown_words_is_told_apart_with_a_wordpiece_tokenizer_too():
+    """[CLS] and [SEP] (a pretrained student's WordPiece tokenizer adds them) are not known words."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    from mcad_core.models.student_tokenizer import StudentTokenizer
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "red": 4, "circle": 5, "##s": 6, "a": 7}
+    wp = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.post_processor = processors.BertProcessing(("[SEP]", 3), ("[CLS]", 2))
+    wp.enable_padding(pad_id=0, pad_token="[PAD]", length=8)
+    words = StudentTokenizer.train(["a red circle", "two red circles"], context_length=8)
+    for tok in (StudentTokenizer(wp), words):
+        ids, known, unknown = tok.encode_query("a Zebra circle")
+        assert ids.dtype == np.int32 and ids.shape == (1, 8) and np.array_equal(ids, tok.encode("a Zebra circle"))
+        assert (known, unknown) == (2, ["Zebra"])
+        assert tok.encode_query("Zebra qq")[1:] == (0, ["Zebra", "qq"])
+        assert tok.encode_query("  ")[1:] == (0, [])
+
+
 def test_appending_photos_gives_the_same_gallery_as_indexing_them_at_once(album, tmp_path):
     photos = tmp_path / "photos"
     shutil.copytree(album["photos"], photos)

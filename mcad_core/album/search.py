@@ -74,13 +74,8 @@ class AlbumSearch:
 
     def tokenize(self, query: str) -> tuple[np.ndarray, list[str]]:
         """int32 ids [1, L] and the unknown words; a query with no known word is a one-line error."""
-        from mcad_core.models.student_tokenizer import PAD_ID
-
-        tok = self.model.tokenizer
-        ids = tok.encode(query)
-        known = (ids != PAD_ID) & (ids != tok.unk_id)
-        unknown = tok.unknown_words(query) if (ids == tok.unk_id).any() else []
-        if not known.any():
+        ids, known, unknown = self.model.tokenizer.encode_query(query)
+        if not known:
             if not unknown:
                 raise McadError("the query is empty")
             raise McadError(f"no word of the query is in the model's vocabulary (unknown: {', '.join(unknown)})")

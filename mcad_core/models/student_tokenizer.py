@@ -72,10 +72,21 @@ class StudentTokenizer:
         unk = self._tok.token_to_id(UNK)
         return -1 if unk is None else int(unk)
 
-    def unknown_words(self, text: str) -> list[str]:
-        """The pieces of ``text`` (as typed) that map to [UNK]: what a search can tell its user."""
+    def encode_query(self, text: str) -> tuple[np.ndarray, int, list[str]]:
+        """One search query: its ids as ``encode`` gives them ([1, context_length]), how many of its
+        tokens the vocabulary knows, and the pieces of ``text`` (as typed) that became [UNK].
+        Special tokens ([CLS], [SEP] of a WordPiece tokenizer) and padding count as neither, so a
+        query of unknown words only knows 0 and can be refused instead of matching on padding."""
         enc = self._tok.encode(text)
-        return [text[a:b] for i, (a, b) in zip(enc.ids, enc.offsets) if i == self.unk_id]
+        known, unknown = 0, []
+        for token, special, (a, b) in zip(enc.ids, enc.special_tokens_mask, enc.offsets):
+            if special or token == PAD_ID:
+                continue
+            if token == self.unk_id:
+                unknown.append(text[a:b])
+            else:
+                known += 1
+        return np.asarray([enc.ids], dtype=np.int32), known, unknown
 
     def save(self, path: str | Path) -> None:
         """Write the single ``tokenizer.json`` that ships next to the text model."""
