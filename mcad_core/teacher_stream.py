@@ -66,15 +66,27 @@ def score_pairs(cross: CrossEncoderTeacher, prepared_dir: str | Path, records: l
 
 def dual_split_embeddings(dual: DualTeacher, records: list[dict], prepared_dir: Path, captions: list[str],
                           batch_size: int, workers: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit dual embeddings of a split's images (streamed, ``workers`` decoders) and captions."""
+    """Unit dual embeddings of a split's images (streamed) and captions.
+
+    An open_clip teacher's resize and crop run in the DataLoader's ``workers`` (``image_pixels``),
+    so the GPU is not left waiting on one process's PIL resizes; other teachers get PIL images.
+    """
     import torch
     from tqdm import tqdm
 
     from mcad_core.data.loader import iter_image_chunks
 
+    pixel_steps = getattr(dual, "image_pixels", None)
+    if pixel_steps is not None:
+        def transform(im: object) -> object:
+            return pixel_steps([im])[0].numpy()
+
+        encode = dual.embed_pixels
+    else:
+        transform, encode = None, dual.encode_images
+    chunks = iter_image_chunks(prepared_dir, records, batch_size, workers, transform)
     with torch.no_grad():
-        chunks = iter_image_chunks(prepared_dir, records, batch_size, workers)
-        v = torch.cat([dual.encode_images(images).float().cpu()
+        v = torch.cat([encode(images).float().cpu()
                        for _, images in tqdm(chunks, desc="dual: images", total=-(-len(records) // batch_size),
                                              disable=not progress, mininterval=1.0)])
         t = torch.cat([dual.encode_texts(captions[sl]).float().cpu()

@@ -8,6 +8,7 @@ reported drop never share samples.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from mcad_core.export.search import quantize_gallery
 from mcad_core.export.tflite import TFLiteEncoder, export_student, model_filename, parity
 
 if TYPE_CHECKING:
+    from mcad_core.data.images import StreamedImages
     from mcad_core.models.student_tokenizer import StudentTokenizer
 
 
@@ -41,12 +43,27 @@ def calibration_set(prepared_dir: str | Path, tokenizer: StudentTokenizer, n: in
 
 
 def _split_inputs(prepared_dir: Path, split: str, tokenizer: StudentTokenizer, size: int
-                  ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+                  ) -> tuple[StreamedImages, np.ndarray, list[int]]:
+    """A split's images (streamed: never all in memory), its caption ids and each caption's image."""
+    from mcad_core.data.images import StreamedImages
     from mcad_core.data.manifest import flatten_captions, read_manifest
 
     records = read_manifest(prepared_dir / f"{split}.jsonl")
     captions, image_index = flatten_captions(records)
-    return load_image_array(prepared_dir, records, size), tokenizer.encode(captions), image_index
+    return StreamedImages(prepared_dir, records, size), tokenizer.encode(captions), image_index
+
+
+def embed_images(encode: Callable[[np.ndarray], np.ndarray], images: StreamedImages, batch_size: int = 64,
+                 desc: str | None = None) -> np.ndarray:
+    """Embeddings of a streamed split, ``batch_size`` float images [B, 3, S, S] in [0, 1] at a time."""
+    from tqdm import tqdm
+
+    from mcad_core.data.images import in_order
+
+    batches = images.batches(in_order(len(images), batch_size))
+    return np.concatenate([encode(x.numpy().astype(np.float32) / 255.0)
+                           for x in tqdm(batches, total=-(-len(images) // batch_size), desc=desc,
+                                         disable=desc is None, leave=False)])
 
 
 def _rounded(metrics: dict) -> dict:
@@ -68,8 +85,12 @@ def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str |
     files = export_student(model, tokenizer, out_dir, formats, calib_images, calib_ids)
 
     splits = {s: _split_inputs(prepared_dir, s, tokenizer, size) for s in ("val", "test")}
-    ref = {s: (encode_images_torch(model, torch.from_numpy(im)).numpy(),
-               encode_texts_torch(model, torch.from_numpy(ids)).numpy()) for s, (im, ids, _) in splits.items()}
+
+    def torch_images(x: np.ndarray) -> np.ndarray:
+        return encode_images_torch(model, torch.from_numpy(x)).numpy()
+
+    ref = {s: (embed_images(torch_images, im), encode_texts_torch(model, torch.from_numpy(ids)).numpy())
+           for s, (im, ids, _) in splits.items()}
     test_index = splits["test"][2]
     torch_r = retrieval_metrics(*ref["test"], test_index)
     gallery_int8 = quantize_gallery(ref["test"][0]).dequantize()
@@ -92,7 +113,8 @@ def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str |
             path = Path(out_dir) / model_filename(tower, fmt)
             enc = TFLiteEncoder(path, num_threads=threads)
             for split, inputs in splits.items():
-                emb[split][tower] = enc.encode(inputs[col], progress=True)
+                emb[split][tower] = (embed_images(enc.encode, inputs[0], desc=f"{path.name} {split}") if tower == "image"
+                                     else enc.encode(inputs[1], progress=True))
             entry[tower].update(parity(path, emb["val"][tower], ref["val"][col]))
         if len(emb["test"]) == 2:
             tflite_r = retrieval_metrics(emb["test"]["image"], emb["test"]["text"], test_index)

@@ -44,12 +44,13 @@ def _check_tokenizer(tokenizer: Any, vocab_size: int, source: str) -> None:
 class BlipTeacher:
     """BLIP ITM behind the ``CrossEncoderTeacher`` protocol."""
 
-    def __init__(self, model: Any, processor: Any, source: str, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(self, model: Any, processor: Any, source: str, device: str = "cpu", batch_size: int | None = None) -> None:
         self.model = model.to(device).eval()
         self.processor = processor
         self.source = source
         self.device = device
-        self.batch_size = batch_size
+        # Forward batch: on a GPU a batch of 32 leaves it idle between Python-side steps.
+        self.batch_size = batch_size or (256 if str(device).startswith("cuda") else 32)
         self.fused_dim = int(model.config.text_config.hidden_size)
 
     def encode_images(self, images: list[Image]) -> torch.Tensor:
@@ -59,7 +60,9 @@ class BlipTeacher:
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
-                pixels = self.processor.image_processor(images[i : i + self.batch_size], return_tensors="pt")
+                # on a GPU the processor resizes there: on the CPU it costs ~45 ms per photo (measured)
+                on_gpu = {"device": self.device} if str(self.device).startswith("cuda") else {}
+                pixels = self.processor.image_processor(images[i : i + self.batch_size], return_tensors="pt", **on_gpu)
                 states = self.model.vision_model(pixel_values=pixels["pixel_values"].to(self.device))
                 out.append(states.last_hidden_state.cpu())
         if not out:

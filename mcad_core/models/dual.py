@@ -108,6 +108,11 @@ class OpenClipTeacher:
         """Unit-norm embeddings of preprocessed uint8 pixels (gradients flow: used in training)."""
         return self.model.encode_image(self.normalize(pixels), normalize=True)
 
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings of preprocessed uint8 pixels, in eval mode, without gradients
+        (pixels prepared by ``image_pixels`` in DataLoader workers)."""
+        return self._encode([pixels], self.encode_pixels)
+
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings of token ids (gradients flow: used in training)."""
         return self.model.encode_text(tokens.to(self.device), normalize=True)
