@@ -3,7 +3,7 @@
 For each dim, on one thread (p50 ms over --runs timed queries after --warmup):
   floor            fp32 sgemv (numpy BLAS) reading as many bytes as the int8 gallery (N x D)
   mcad scan        the int8 scan alone over the memory-mapped gallery file (scan.c, fused top-k)
-  mcad search      scan + exact rerank of k + 16 candidates (GalleryFile.search: what the app calls)
+  mcad search      scan + rerank of k + 16 candidates over codes + residual (GalleryFile.search: what the app calls)
   numpy int8       the earlier route: int8 dequantised in chunks + sgemv + argpartition (search_topk)
   numpy fp32       fp32 gallery, sgemv + argpartition
   faiss flat       faiss IndexFlatIP (fp32)            faiss SQ8   IndexScalarQuantizer QT_8bit, inner product

@@ -1,13 +1,17 @@
-"""The gallery file: search equals brute force, appends keep earlier results, bad files are one line."""
+"""The gallery file: search equals brute force over the stored rows and agrees with exact fp32 search,
+appends keep earlier results, bad files are one line."""
 
 from __future__ import annotations
+
+import struct
 
 import numpy as np
 import pytest
 
 from mcad_core.errors import McadError
-from mcad_core.export.gallery import HEADER_BYTES, append_gallery, open_gallery, write_gallery
-from mcad_core.export.search import Int8Gallery, exact_scores, quantize_gallery, scan_topk
+from mcad_core.export.gallery import (HEADER_BYTES, _layout, append_gallery, open_gallery, write_gallery,
+                                      write_quantized_gallery)
+from mcad_core.export.search import Int8Gallery, quantize_gallery, scan_topk
 
 FP = "sha256:model-a"
 
@@ -18,8 +22,11 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 
 def _brute_force(query: np.ndarray, gallery, k: int) -> list[int]:
-    """Exact scores of the stored rows, best first, ties to the lower index."""
-    scores = exact_scores(query, Int8Gallery(np.asarray(gallery.codes), np.asarray(gallery.scales)))
+    """Exact scores of the stored rows (codes * scale + residual * residual scale, written out here),
+    best first, ties to the lower index."""
+    rows = (np.asarray(gallery.codes, np.float64) * np.asarray(gallery.scales, np.float64)[:, None]
+            + np.asarray(gallery.residual, np.float64) * np.asarray(gallery.residual_scales, np.float64)[:, None])
+    scores = rows @ np.asarray(query, np.float64)
     return np.lexsort((np.arange(len(scores)), -scores))[:k].tolist()
 
 
@@ -52,6 +59,19 @@ def test_search_equals_brute_force(tmp_path, kernel, n, dim, threads):
     assert g.search(emb[n // 2], 1)[0][0] == n // 2
 
 
+def test_recall_against_exact_fp32(tmp_path, kernel):
+    """The top-10 agrees with exact fp32 search of the float vectors: the issue asks >= 0.99; held to
+    0.995 here, which the int8 rows alone (no residual in the rerank) miss on this gallery (0.9905)."""
+    rng = np.random.default_rng(7)
+    emb, queries = _unit(rng, 20_000, 128), _unit(rng, 200, 128)
+    write_gallery(tmp_path / "g.mcg", FP, emb, [str(i) for i in range(len(emb))])
+    g = open_gallery(tmp_path / "g.mcg", FP)
+    assert np.abs(g.rows.reconstruct() - emb).max() < 1e-4  # ~16-bit rows; int8 alone is off by ~2e-3
+    truth = np.argsort(-(queries.astype(np.float64) @ emb.T.astype(np.float64)), axis=1)[:, :10]
+    hits = sum(len(set(g.search(q, 10)[0].tolist()) & set(t.tolist())) for q, t in zip(queries, truth))
+    assert hits / (10 * len(queries)) >= 0.995  # 1.000 measured
+
+
 def test_ties_go_to_the_lower_index(tmp_path, kernel):
     rng = np.random.default_rng(1)
     base = _unit(rng, 3, 32)
@@ -72,12 +92,18 @@ def test_file_is_mapped_with_ids_and_int8_codes(tmp_path):
     g = open_gallery(tmp_path / "g.mcg")
     assert isinstance(g.codes.base, memoryview) or g.codes.base is not None
     assert g.codes.dtype == np.int8 and g.codes.shape == (300, 48) and g.scales.shape == (300,)
-    assert not g.codes.flags.owndata and not g.codes.flags.writeable  # a view of the read-only map
+    assert g.residual.dtype == np.int8 and g.residual.shape == (300, 48) and g.residual_scales.shape == (300,)
+    for view in (g.codes, g.residual):  # views of the read-only map
+        assert not view.flags.owndata and not view.flags.writeable
     assert g.ids == ids and [g.id_of(i) for i in (0, 1, 2, 299)] == ids[:3] + ["296"]
     q = quantize_gallery(emb)
-    assert np.array_equal(g.codes, q.codes) and np.array_equal(g.scales, q.scales)
+    for name in ("codes", "scales", "residual", "residual_scales"):
+        assert np.array_equal(getattr(g, name), getattr(q, name)), name
     dequant = g.codes.astype(np.float32) * g.scales[:, None]
     assert ((dequant * emb).sum(1) / np.linalg.norm(dequant, axis=1)).min() > 0.999
+    assert np.abs(g.rows.reconstruct() - emb).max() < 1e-4
+    g.search(emb[0], 10)  # the rerank's residual pages are dropped again: the arrays still read right
+    assert np.array_equal(g.residual, q.residual)
 
 
 def test_append_keeps_earlier_results(tmp_path):
@@ -93,7 +119,9 @@ def test_append_keeps_earlier_results(tmp_path):
         append_gallery(path, FP, -np.abs(_unit(rng, n_new, 64)), [f"b{start + i}" for i in range(n_new)])
     g = open_gallery(path, FP)
     assert len(g) == 6000 and g.ids[:900] == [f"a{i}" for i in range(900)] and g.ids[-1] == "b5999"
-    assert np.array_equal(g.codes[:900], quantize_gallery(first).codes)
+    q = quantize_gallery(first)
+    assert np.array_equal(g.codes[:900], q.codes) and np.array_equal(g.residual[:900], q.residual)
+    assert np.array_equal(g.residual_scales[:900], q.residual_scales)
     for q, (idx, scores) in zip(queries, before):  # new rows score < 0: same top-10, same scores
         idx2, scores2 = g.search(q, 10)
         assert idx2.tolist() == idx.tolist() and np.array_equal(scores2, scores)
@@ -117,7 +145,10 @@ def test_foreign_truncated_and_not_gallery_files_are_one_line_errors(tmp_path):
         append_gallery(path, FP, _unit(rng, 2, 16), ["x"])
     assert len(open_gallery(path, FP)) == 50  # refused appends changed nothing
     data = path.read_bytes()
+    residual_at = _layout(16, open_gallery(path).capacity).residual
+    v1 = data[:8] + struct.pack("<I", 1) + data[12:]
     cases = {"trunc.mcg": (data[:-3], "truncated"), "half.mcg": (data[:HEADER_BYTES + 100], "truncated"),
+             "no_residual.mcg": (data[:residual_at + 50], "truncated"), "v1.mcg": (v1, "version 1.*rebuild"),
              "tiny.mcg": (data[:10], "not a gallery"), "other.mcg": (b"PK\x03\x04" + data[4:], "not a gallery"),
              "empty.mcg": (b"", "not a gallery")}
     for name, (content, what) in cases.items():
@@ -141,6 +172,10 @@ def test_write_is_atomic_and_checks_input(tmp_path):
         with pytest.raises(McadError, match=what):
             write_gallery(path, fp, emb, ids)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["g.mcg"]
+    q = quantize_gallery(_unit(rng, 2, 8))
+    with pytest.raises(McadError, match="without their residual"):
+        write_quantized_gallery(path, FP, Int8Gallery(q.codes, q.scales), ["a", "b"])
+    assert path.read_bytes() == before
 
 
 def test_scan_topk_errors():

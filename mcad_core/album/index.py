@@ -78,7 +78,8 @@ def _embed(model: ExportedModel, paths: list[Path], report: IndexReport, progres
 
 def index_folder(photos_dir: str | Path, model: ExportedModel, out: str | Path, progress: bool = True) -> IndexReport:
     """Embed the photos of ``photos_dir`` into the gallery ``out`` (created, appended or rewritten)."""
-    from mcad_core.export.gallery import append_gallery, open_gallery, write_gallery
+    from mcad_core.export.gallery import append_gallery, open_gallery, write_gallery, write_quantized_gallery
+    from mcad_core.export.search import Int8Gallery, quantize_gallery
 
     photos_dir, out = Path(photos_dir), Path(out)
     if not photos_dir.is_dir():
@@ -111,9 +112,10 @@ def index_folder(photos_dir: str | Path, model: ExportedModel, out: str | Path, 
         report.removed = gone + len(todo) - report.updated  # a changed photo that no longer reads loses its row
         report.unchanged = len(keep)
         if todo or gone:
-            kept = g.codes[keep].astype(np.float32) * g.scales[keep, None]
+            kept = g.rows.take(keep)  # stored codes as they are: a rewrite never re-rounds a kept row
     if todo or gone:
-        write_gallery(out, model.fingerprint, np.concatenate([kept, emb]), [old_ids[i] for i in keep] + ids)
+        write_quantized_gallery(out, model.fingerprint, Int8Gallery.concat([kept, quantize_gallery(emb)]),
+                                [old_ids[i] for i in keep] + ids)
         report.written = "rewritten"
     elif ids:
         append_gallery(out, model.fingerprint, emb, ids)
