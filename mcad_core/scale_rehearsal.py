@@ -199,11 +199,13 @@ def stage_counts(work: Path, params: dict) -> dict[str, dict[str, int]]:
     splits = {s: read_manifest(work / "data/prepared" / f"{s}.jsonl") for s in ("train", "val", "test")}
     n_img = {s: len(r) for s, r in splits.items()}
     n_cap = {s: sum(len(x["captions"]) for x in r) for s, r in splits.items()}
+    twinned = {s: sum(len(x["captions"]) for x in r if x.get("twin")) for s, r in splits.items()}
     k, rk = params["cache"]["hard_k"], params["teachers"]["rerank_k"]
     cache_pairs = sum(n_cap[s] + 2 * n_img[s] * k for s in ("train", "val"))
     return {
         "prepare": {"images": sum(n_img.values())},
-        "teachers": {"images": n_img["test"], "pairs": (n_cap["test"] + n_img["test"]) * rk + 2 * n_cap["test"]},
+        "teachers": {"images": n_img["test"],
+                     "pairs": (n_cap["test"] + n_img["test"]) * rk + 2 * twinned["test"]},
         "cache": {"images": n_img["train"] + n_img["val"], "pairs": cache_pairs},
         "distill": {"images": n_img["train"] * params["distill"]["epochs"] + n_img["val"] * params["distill"]["epochs"]},
         "evaluate": {"images": n_img["test"]},
@@ -213,26 +215,38 @@ def stage_counts(work: Path, params: dict) -> dict[str, dict[str, int]]:
 
 def rehearse(n: int, root: Path, device: str = "cpu", workers: int = 2, hard_k: int = 2, epochs: int = 1,
              batch_size: int = 64, student_parts: str = "package", stages: tuple[str, ...] = STAGES,
-             seed: int = 0, progress: bool = True, live: bool = True, chunk_images: int = 256) -> dict:
-    """Build the rehearsal's files for N images under ``root`` and run ``stages``; their figures."""
+             seed: int = 0, progress: bool = True, live: bool = True, chunk_images: int = 256,
+             reuse: bool = False) -> dict:
+    """Build the rehearsal's files for N images under ``root`` (or ``reuse`` those of an earlier
+    run there) and run ``stages``; their figures."""
     import yaml
 
     root.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    annotations, image_root, words = write_flickr_like(root / "flickr30k", n, seed, max(1, os.cpu_count() or 1))
-    setup_s = {"write_dataset_s": round(time.perf_counter() - t0, 1)}
-    t0 = time.perf_counter()
-    clip_ckpt, blip = save_random_teachers(root / "models", words, seed)
-    student = student_config(root / "models", words, student_parts, seed)
-    setup_s["save_models_s"] = round(time.perf_counter() - t0, 1)
+    if reuse:  # the dataset and models of an earlier rehearsal under ``root``: re-measure some stages
+        annotations, image_root = root / "flickr30k/dataset_flickr30k.json", root / "flickr30k/flickr30k-images"
+        clip_ckpt, blip = root / "models/ViT-B-16-random.pt", root / "models/blip-itm-base-random"
+        student, setup_s = root / "models/student.json", {}
+    else:
+        t0 = time.perf_counter()
+        annotations, image_root, words = write_flickr_like(root / "flickr30k", n, seed, max(1, os.cpu_count() or 1))
+        setup_s = {"write_dataset_s": round(time.perf_counter() - t0, 1)}
+        t0 = time.perf_counter()
+        clip_ckpt, blip = save_random_teachers(root / "models", words, seed)
+        student = student_config(root / "models", words, student_parts, seed)
+        setup_s["save_models_s"] = round(time.perf_counter() - t0, 1)
     params = rehearsal_params(annotations, image_root, clip_ckpt, blip, student, device, workers, hard_k, epochs,
                               batch_size, chunk_images)
     work = root / "work"
     work.mkdir(exist_ok=True)
+    for stage in stages:  # a re-measured stage starts from nothing (no resumable checkpoint)
+        if stage == "distill":
+            import shutil
+
+            shutil.rmtree(work / "models/checkpoints/mcad", ignore_errors=True)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                         "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "MCAD_LIVE": "1" if live else "0"}
-    out: dict[str, Any] = {"n_images": n, "splits": split_sizes(n), "setup": setup_s}
+    out: dict[str, Any] = {"n_images": n, "splits": split_sizes(n), **({"setup": setup_s} if setup_s else {})}
     for stage in stages:
         args = ["--variant", "mcad"] if stage == "distill" else []
         cmd = [sys.executable, str(REPO / "stages" / f"{stage}.py"), *args, "--params", "params.yaml"]

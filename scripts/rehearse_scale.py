@@ -27,12 +27,15 @@ import click
               help="The pretrained student's weights from their pip packages, or random ones of the same shape.")
 @click.option("--stages", default="prepare,teachers,cache,fuse,distill,evaluate,export", show_default=True)
 @click.option("--no-live", is_flag=True, help="No DVCLive curves (a machine without DVC installed).")
+@click.option("--reuse", is_flag=True,
+              help="Re-run --stages on the files of an earlier rehearsal under --root, updating --out's figures.")
 @click.option("--root", default="/tmp/mcad-scale", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default="reports/scale.json", show_default=True, type=click.Path(dir_okay=False))
 def main(sizes: str, device: str, workers: int, hard_k: int, epochs: int, batch_size: int, chunk_images: int,
          student_parts: str,
-         stages: str, no_live: bool, root: str, out: str) -> None:
+         stages: str, no_live: bool, reuse: bool, root: str, out: str) -> None:
     """Run the rehearsal at each size and write the figures (one JSON object per N, plus device)."""
+    import json
     import shutil
 
     from mcad_core.io import write_json
@@ -42,15 +45,22 @@ def main(sizes: str, device: str, workers: int, hard_k: int, epochs: int, batch_
     unknown = sorted(set(stage_list) - set(STAGES))
     if unknown:
         raise click.BadParameter(f"unknown stages {unknown}; choose from {', '.join(STAGES)}", param_hint="--stages")
-    report: dict = {"device": device_name(device), "settings": {
+    settings = {
         "device": device, "workers": workers, "hard_k": hard_k, "epochs": epochs, "batch_size": batch_size,
         "chunk_images": chunk_images,
-        "student_parts": student_parts, "stages": list(stage_list)}}
+        "student_parts": student_parts, "stages": list(stage_list)}
+    if reuse and Path(out).is_file():
+        report = json.loads(Path(out).read_text())
+        report.setdefault("reruns", []).append(settings)
+    else:
+        report = {"device": device_name(device), "settings": settings}
     for n in (int(x) for x in sizes.split(",")):
         folder = Path(root) / str(n)
-        shutil.rmtree(folder, ignore_errors=True)
-        report[str(n)] = rehearse(n, folder, device, workers, hard_k, epochs, batch_size, student_parts, stage_list,
-                                  live=not no_live, chunk_images=chunk_images)
+        if not reuse:
+            shutil.rmtree(folder, ignore_errors=True)
+        figures = rehearse(n, folder, device, workers, hard_k, epochs, batch_size, student_parts, stage_list,
+                           live=not no_live, chunk_images=chunk_images, reuse=reuse)
+        report[str(n)] = {**report.get(str(n), {}), **figures} if reuse else figures
         write_json(out, report)
     click.echo(f"wrote {out}")
 
