@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -238,11 +239,8 @@ def rehearse(n: int, root: Path, device: str = "cpu", workers: int = 2, hard_k: 
                               batch_size, chunk_images)
     work = root / "work"
     work.mkdir(exist_ok=True)
-    for stage in stages:  # a re-measured stage starts from nothing (no resumable checkpoint)
-        if stage == "distill":
-            import shutil
-
-            shutil.rmtree(work / "models/checkpoints/mcad", ignore_errors=True)
+    if "distill" in stages:  # a re-measured distillation starts from nothing (no resumable checkpoint)
+        shutil.rmtree(work / "models/checkpoints/mcad", ignore_errors=True)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                         "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "MCAD_LIVE": "1" if live else "0"}

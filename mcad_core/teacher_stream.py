@@ -68,32 +68,23 @@ def dual_split_embeddings(dual: DualTeacher, records: list[dict], prepared_dir: 
                           batch_size: int, workers: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit dual embeddings of a split's images (streamed) and captions.
 
-    An open_clip teacher's resize and crop run in the DataLoader's ``workers`` (``image_pixels``),
+    An open_clip teacher's resize and crop run in the DataLoader's ``workers`` (``pixels_of``),
     so the GPU is not left waiting on one process's PIL resizes; other teachers get PIL images.
     """
     import torch
     from tqdm import tqdm
 
+    from mcad_core.data.images import in_order
     from mcad_core.data.loader import iter_image_chunks
 
-    pixel_steps = getattr(dual, "image_pixels", None)
-    if pixel_steps is not None:
-        def transform(im: object) -> object:
-            return pixel_steps([im])[0].numpy()
-
-        encode = dual.embed_pixels
-    else:
-        transform, encode = None, dual.encode_images
+    transform = getattr(dual, "pixels_of", None)
+    encode = dual.encode_images if transform is None else dual.embed_pixels
     chunks = iter_image_chunks(prepared_dir, records, batch_size, workers, transform)
     with torch.no_grad():
         v = torch.cat([encode(images).float().cpu()
                        for _, images in tqdm(chunks, desc="dual: images", total=-(-len(records) // batch_size),
                                              disable=not progress, mininterval=1.0)])
-        t = torch.cat([dual.encode_texts(captions[sl]).float().cpu()
-                       for sl in tqdm(_slices(len(captions), batch_size), desc="dual: captions",
-                                      disable=not progress, mininterval=1.0)])
+        t = torch.cat([dual.encode_texts(captions[r.start:r.stop]).float().cpu()
+                       for r in tqdm(in_order(len(captions), batch_size), desc="dual: captions",
+                                     disable=not progress, mininterval=1.0)])
     return v, t
-
-
-def _slices(n: int, size: int) -> list[slice]:
-    return [slice(s, min(n, s + size)) for s in range(0, n, size)]

@@ -83,6 +83,11 @@ class OpenClipTeacher:
             arrays.append(np.asarray(img, dtype=np.uint8))
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
+    def pixels_of(self, image: Image) -> Any:
+        """One image's preprocessed uint8 pixels [3, H, W] as numpy: the transform a DataLoader
+        worker runs, so the PIL steps leave the process that drives the model."""
+        return self.image_pixels([image])[0].numpy()
+
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels -> the model's normalised float input (the transform's last step)."""
         import torch
@@ -221,10 +226,7 @@ def _pixel_batches(teacher: OpenClipTeacher, records: list[dict], prepared_dir: 
     open_clip transform) by a DataLoader: a split is never held in memory."""
     from mcad_core.data.loader import image_loader
 
-    def transform(im: Any) -> Any:
-        return teacher.image_pixels([im])[0].numpy()
-
-    return image_loader(prepared_dir, records, 1, workers, transform, sampler=index_batches)
+    return image_loader(prepared_dir, records, 1, workers, teacher.pixels_of, sampler=index_batches)
 
 
 def _run_key(teacher: OpenClipTeacher, records: list[dict], epochs: int, batch_size: int, lr: float,
