@@ -222,3 +222,33 @@ def test_pretrained_student_exports_with_parity(exported_pretrained, fmt):
         assert cosine > MIN_COSINE[tower][fmt], (tower, fmt, cosine)
     shipped = StudentTokenizer.load(folder / "tokenizer.json")  # the phone's tokenizer: WordPiece, 32 tokens
     assert shipped.vocab_size == 30522 and np.array_equal(shipped.encode(CAPTIONS), tok.encode(CAPTIONS))
+
+
+def test_lite0_is_fed_the_inputs_its_tf_lite_weights_were_trained_with():
+    """The package's weights are the TF-Lite checkpoints, trained on (x - 127) / 128: with the
+    shipped normalisation the stem BatchNorm sees the activation scale of its running statistics
+    and scikit-learn's two sample photos are classified right. ImageNet mean/std (the old config)
+    gave 4.6x the stem variance and 'lampshade' for the flower."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    cfg = load_config("mcad-student-pretrained").image
+    tower = pretrained.EfficientNetLite0Tower(cfg, 8).eval()
+    pretrained.load_image_weights(tower, "package")
+    state = torch.load(pretrained.resolve_pretrained("efficientnet_lite0", "package", "image.pretrained"),
+                       map_location="cpu", weights_only=True)
+    photos = []
+    for name in ("flower.jpg", "china.jpg"):  # resize the short side to 256, centre 224 crop (the TF eval crop)
+        img = Image.fromarray(load_sample_image(name))
+        scale = 256 / min(img.size)
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
+        left, top = (img.width - 224) // 2, (img.height - 224) // 2
+        photos.append(np.asarray(img.crop((left, top, left + 224, top + 224))))
+    x = torch.from_numpy(np.stack(photos)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        stem = tower.stem[1](tower.stem[0]((x - tower.mean) * tower.inv_std))
+        logits = tower.features(x).mean(dim=(2, 3)) @ state["_fc.weight"].T + state["_fc.bias"]
+    live = state["_bn0.running_var"] > 1e-4
+    ratio = (stem.var(dim=(0, 2, 3))[live] / state["_bn0.running_var"][live]).median().item()
+    assert 0.5 < ratio < 2, ratio
+    assert logits.argmax(1).tolist() == [985, 698]  # daisy, palace

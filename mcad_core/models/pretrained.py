@@ -15,6 +15,10 @@ name, rather than wrapped (``efficientnet_lite_pytorch.EfficientNet``,
   memory-efficient path and a pooler head that is never used;
 - a trained student folder is self-contained: its ``student.safetensors`` holds these
   modules' weights, and loading it needs neither package.
+The Lite0 weights are the TF-Lite checkpoints, trained on inception-style inputs ((x - 127) / 128
+on 0-255: mean 127/255, std 128/255 in the config), not ImageNet mean/std: on scikit-image's and
+scikit-learn's labelled photos ImageNet mean/std put 4.6x the trained variance into the stem
+BatchNorm and got 6 of 7 top-1 right, against 7 of 7 with the TF-Lite inputs (issue 21).
 Measured with ``litert_torch.convert`` (``tests/test_pretrained_student.py``): both towers
 convert at 224 px / 32 tokens to fp32, dynamic-range int8 and full int8.
 
