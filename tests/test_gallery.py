@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mcad_core.errors import McadError
-from mcad_core.export.gallery import (HEADER_BYTES, _layout, append_gallery, open_gallery, write_gallery,
-                                      write_quantized_gallery)
+from mcad_core.export.gallery import (_COMMIT_OFFSET, HEADER_BYTES, _layout, append_gallery, open_gallery,
+                                      write_gallery, write_quantized_gallery)
 from mcad_core.export.search import Int8Gallery, quantize_gallery, scan_topk
 
 FP = "sha256:model-a"
@@ -186,3 +186,167 @@ def test_scan_topk_errors():
         scan_topk(np.ones(16, np.float32), g, 0)
     idx, scores = scan_topk(np.ones(16, np.float32), Int8Gallery(np.empty((0, 16), np.int8), np.empty(0, np.float32)), 5)
     assert len(idx) == len(scores) == 0
+
+
+def test_header_and_ids_that_disagree_are_refused(tmp_path):
+    """A count past the capacity would map rows of other sections, and id offsets that do not end where
+    the header says would give wrong names to photos: both are corrupt files, one line each."""
+    path = tmp_path / "g.mcg"
+    write_gallery(path, FP, _unit(np.random.default_rng(8), 20, 16), [f"p{i}" for i in range(20)])
+    data = bytearray(path.read_bytes())
+    g = open_gallery(path)
+    capacity, ends_at, ids_end = g.capacity, g._at.ends, g._ids_end
+    g.close()
+    cases = {}
+    over = data.copy()  # count = capacity + 1, ids_end unchanged
+    struct.pack_into("<Q", over, _COMMIT_OFFSET, capacity + 1)
+    cases["over.mcg"] = (over, rf"corrupt gallery header \(dim 16, {capacity + 1}/{capacity} rows")
+    offsets = data.copy()  # the last id ends one byte early
+    struct.pack_into("<Q", offsets, ends_at + 8 * 19, ids_end - _layout(16, capacity).ids - 1)
+    cases["offsets.mcg"] = (offsets, "corrupt gallery ids section")
+    for name, (content, what) in cases.items():
+        (tmp_path / name).write_bytes(bytes(content))
+        with pytest.raises(McadError, match=f"{name}: {what}") as err:
+            open_gallery(tmp_path / name)
+        assert "\n" not in str(err.value)
+
+
+def test_nan_scales_and_nan_queries_are_refused(tmp_path):
+    path = tmp_path / "g.mcg"
+    q = quantize_gallery(_unit(np.random.default_rng(9), 4, 8))
+    for field in ("scales", "residual_scales"):
+        bad = Int8Gallery(q.codes, q.scales.copy(), q.residual, q.residual_scales.copy())
+        getattr(bad, field)[2] = np.nan
+        with pytest.raises(McadError, match=r"g\.mcg: quantized rows with NaN or infinite scales"):
+            write_quantized_gallery(path, FP, bad, ["a", "b", "c", "d"])
+    assert not path.exists()
+    write_quantized_gallery(path, FP, q, ["a", "b", "c", "d"])
+    g = open_gallery(path)
+    for value in (np.nan, np.inf):
+        query = np.full(8, 0.3, np.float32)
+        query[1] = value
+        with pytest.raises(McadError, match="search: the query has NaN or infinite values"):
+            g.search(query, 2)
+        with pytest.raises(McadError, match="the query has NaN"):
+            scan_topk(query, q, 2)
+
+
+class _Crash(Exception):
+    """A simulated power cut at one write."""
+
+
+class _CrashingFile:
+    """A file whose ``budget``-th write raises ``_Crash`` (the writes before it land, that one does not)."""
+
+    def __init__(self, f, budget: int):
+        self._f, self._left = f, budget
+
+    def write(self, data) -> int:
+        self._left -= 1
+        if self._left < 0:
+            raise _Crash
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
+
+
+def test_an_append_cut_at_any_write_leaves_the_old_gallery_or_the_new(tmp_path, monkeypatch):
+    """Rows, scales, residuals and ids are written past the committed ones, the count last: cut the append
+    at each of its writes and the file opens as the gallery before the append (no half row, no stale
+    id), and a later append lands on top of the leftovers."""
+    from mcad_core.export import gallery
+
+    rng = np.random.default_rng(10)
+    path = tmp_path / "g.mcg"
+    first, more = _unit(rng, 30, 16), _unit(rng, 5, 16)
+    write_gallery(path, FP, first, [f"a{i}" for i in range(30)])
+    before = path.read_bytes()
+    real_open = open
+    writes = 0
+    while True:
+        path.write_bytes(before)
+        monkeypatch.setattr(gallery, "open", lambda *a, **k: _CrashingFile(real_open(*a, **k), writes), raising=False)
+        try:
+            append_gallery(path, FP, more, [f"b{i}" for i in range(5)])
+        except _Crash:
+            crashed = True
+        else:
+            crashed = False
+        monkeypatch.undo()
+        g = open_gallery(path, FP)
+        if crashed:
+            assert len(g) == 30 and g.ids == [f"a{i}" for i in range(30)], f"cut at write {writes}"
+            assert np.array_equal(g.codes, quantize_gallery(first).codes)
+            g.close()
+            append_gallery(path, FP, more[:2], ["c0", "c1"])
+            g = open_gallery(path, FP)
+            assert g.ids[30:] == ["c0", "c1"] and g.search(more[1], 1)[0].tolist() == [31]
+            g.close()
+            writes += 1
+            continue
+        assert g.ids == [f"a{i}" for i in range(30)] + [f"b{i}" for i in range(5)]
+        break
+    assert writes >= 7  # five row sections, the ids, the commit
+
+
+def test_gallery_lock_makes_writers_take_turns_and_dies_with_its_holder(tmp_path):
+    """One holder at a time: a second writer waits (and says so) until the first lets go, also when a
+    third comes just then (the released lock file is removed: a waiter granted the removed file's lock
+    must not hold it beside the newcomer that made a new one). A holder killed by SIGKILL frees the
+    lock at once; the lock file and a killed writer's temp files do not stay behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mcad_core.export.gallery import gallery_lock
+
+    folder, log = tmp_path / "album", tmp_path / "held.log"
+    folder.mkdir()
+    path = folder / "g.mcg"
+    take = ("import sys, time\nfrom mcad_core.export.gallery import gallery_lock\n"
+            f"with gallery_lock({str(path)!r}, lambda: print('waiting', flush=True)):\n"
+            "    print('got it', flush=True)\n"
+            f"    open({str(log)!r}, 'a').write('child in\\n')\n"
+            "    time.sleep(float(sys.argv[1]))\n"
+            f"    open({str(log)!r}, 'a').write('child out\\n')\n")
+
+    def child(hold_s: float) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", take, str(hold_s)], stdout=subprocess.PIPE, text=True)
+
+    stale = folder / ".g.mcg.x1y2.tmp"
+    stale.write_bytes(b"half a gallery")
+    with gallery_lock(path):
+        assert not stale.exists() and (folder / "g.mcg.lock").exists()
+        proc = child(0.3)
+        assert proc.stdout.readline() == "waiting\n"
+        time.sleep(0.3)
+        assert proc.poll() is None and not log.exists()
+    with gallery_lock(path):  # at once, while the child wakes up on the lock just released
+        with open(log, "a") as f:
+            f.write("test in\n")
+        time.sleep(0.3)
+        with open(log, "a") as f:
+            f.write("test out\n")
+    assert proc.wait(timeout=30) == 0
+    held = log.read_text().split()
+    assert held in (["child", "in", "child", "out", "test", "in", "test", "out"],
+                    ["test", "in", "test", "out", "child", "in", "child", "out"]), held
+    assert [p.name for p in folder.iterdir()] == []
+
+    proc = child(60)
+    assert proc.stdout.readline() == "got it\n"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    waited = []
+    with gallery_lock(path, lambda: waited.append(True)):
+        pass
+    assert waited == [] and [p.name for p in folder.iterdir()] == []

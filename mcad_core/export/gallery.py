@@ -23,6 +23,10 @@ flushes them, and only then rewrites ``count`` and ``ids_end`` in the header: a 
 either the old or the new gallery, never a half row. An append past the capacity rewrites the file with room to spare
 (temp file + ``os.replace``), so appends cost amortised O(rows appended). Opening maps the file
 read-only: nothing is copied, and the scan reads the codes straight from the page cache.
+
+Readers take no lock: every write is atomic for them. Writers do a read-modify-write (read the
+count, write past it), so two at once would overwrite each other's rows: each holds
+``gallery_lock`` for its whole read-modify-write, and the second one waits its turn.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import mmap
 import os
 import struct
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
@@ -140,6 +146,55 @@ def _write_file(target: Path, fp: bytes, dim: int, capacity: int, rows: Int8Gall
         raise
 
 
+@contextmanager
+def gallery_lock(path: str | Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the writers' lock of the gallery at ``path``: ``flock`` on the sidecar ``<path>.lock``.
+
+    The kernel drops an ``flock`` when its holder exits, even by SIGKILL, so a killed writer never
+    leaves the gallery locked. ``on_wait`` is called once if another writer holds it (then this
+    one waits). The holder removes temp files a killed writer left, and the lock file on release;
+    a waiter that was granted the lock of a lock file removed meanwhile takes the new one instead
+    (else two writers could each hold a lock, on two different files).
+    """
+    import fcntl
+
+    path = Path(path)
+    lock_path = path.with_name(path.name + ".lock")
+    waited = False
+    while True:
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise McadError(f"{lock_path}: cannot create the gallery's lock file ({err.strerror or err})") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None and not waited:
+                    on_wait()
+                waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(lock_path)
+            except FileNotFoundError:
+                current = None
+            held = os.fstat(fd)
+            if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):  # ``_write_file``'s, from a killed writer
+            tmp.unlink(missing_ok=True)
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
 def write_gallery(path: str | Path, fingerprint: str, embeddings: np.ndarray, ids: list[str]) -> None:
     """Write a new gallery file (replacing any at ``path``) atomically: unit embeddings [N, D], one id each."""
     path = Path(path)
@@ -238,10 +293,9 @@ class GalleryFile:
         self._file = f
 
     def _open(self, f, expected_fingerprint: str | None) -> None:
-        size = os.fstat(f.fileno()).st_size
-        if size < _FIXED.size:
-            raise McadError(f"{self.path}: not a gallery file (only {size} bytes, no header)")
         head = f.read(HEADER_BYTES)
+        if len(head) < _FIXED.size:
+            raise McadError(f"{self.path}: not a gallery file (only {len(head)} bytes, no header)")
         magic, version, dim, capacity, count, ids_end, fp_len = _FIXED.unpack_from(head)
         if magic != MAGIC:
             raise McadError(f"{self.path}: not a gallery file (bad magic {magic!r})")
@@ -255,6 +309,7 @@ class GalleryFile:
         self.dim, self.capacity = dim, capacity
         self._at = _layout(dim, capacity)
         self._ids_end = ids_end
+        size = os.fstat(f.fileno()).st_size  # after the header: an append grows the file before it commits
         if size < ids_end or ids_end < self._at.ids:
             raise McadError(f"{self.path}: truncated gallery file ({size} bytes, the header says "
                             f"{count} rows and {ids_end} bytes)")
