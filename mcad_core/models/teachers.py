@@ -7,28 +7,27 @@ cross-encoder's folder, or ``blip.json`` naming a BLIP model or folder) and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcad_core.errors import McadError
 from mcad_core.io import atomic_path, write_json
+from mcad_core.models.blip import BLIP_FILE
 
 if TYPE_CHECKING:
     from mcad_core.models.teacher_api import CrossEncoderTeacher, DualTeacher
     from mcad_core.params import TeachersParams
 
 EMBEDDED_SINGLE = "region"
-BLIP_FILE = "blip.json"
 
 
 def load_cross_teacher(folder: str | Path, device: str = "cpu") -> CrossEncoderTeacher:
     """The single-stream teacher saved by the teachers stage."""
     folder = Path(folder)
     if (folder / BLIP_FILE).is_file():
-        from mcad_core.models.blip import load_blip_teacher
+        from mcad_core.models.blip import load_blip_reference
 
-        return load_blip_teacher(json.loads((folder / BLIP_FILE).read_text())["source"], device)
+        return load_blip_reference(folder, device)
     from mcad_core.models.region.teacher import RegionCrossEncoder
 
     return RegionCrossEncoder.load(folder, device)
@@ -63,14 +62,14 @@ def build_single(params: TeachersParams, train: list[dict], val: list[dict], pre
     """The embedded region cross-encoder (trained here, or loaded from ``pretrained``), or BLIP as is."""
     cfg = params.single
     if cfg.model != EMBEDDED_SINGLE:
-        from mcad_core.models.blip import load_blip_teacher
+        from mcad_core.models.blip import load_blip_teacher, save_blip_reference
 
         teacher = load_blip_teacher(cfg.model, device)
         if cfg.epochs > 0:
             raise McadError("teachers.single.epochs: fine-tuning BLIP is not supported; set it to 0")
         with atomic_path(out) as tmp:
             tmp.mkdir()
-            write_json(tmp / BLIP_FILE, {"source": cfg.model})
+            save_blip_reference(tmp, teacher)
         return teacher, {}
     from mcad_core.models.region.teacher import RegionCrossEncoder
     from mcad_core.models.region.train import train_region_teacher
