@@ -22,18 +22,6 @@ TWIN_KEYS = ("twin_acc", *(f"twin_{kind}" for kind in TWIN_KINDS))
 COMPARED_KEYS = ("rsum", *TWIN_KEYS)
 
 
-def twin_index(records: list[dict]) -> list[int]:
-    """For each record, the index of its twin in ``records`` (-1 when it has none)."""
-    ids = {r["image_id"]: i for i, r in enumerate(records)}
-    return [ids.get(r.get("twin"), -1) if r.get("twin") else -1 for r in records]
-
-
-def twin_kinds(records: list[dict]) -> list[str | None]:
-    """For each record, what its twin exchanges ("colour", "size", "relation"); None without a twin
-    (Karpathy data) or in a manifest written before the kind was recorded."""
-    return [r.get("twin_kind") if r.get("twin") else None for r in records]
-
-
 def twin_metrics(accuracy: Callable[[list[int]], float], cap_image: list[int], twin_of: list[int],
                  twin_kind: list[str | None] | None = None) -> dict[str, float]:
     """``twin_acc`` and, given each image's twin kind, ``twin_<kind>``, from any scorer.
@@ -150,7 +138,7 @@ def student_metrics(model: object, tokenizer: object, records: list[dict], prepa
     import torch
 
     from mcad_core.data.images import StreamedImages
-    from mcad_core.data.manifest import flatten_captions
+    from mcad_core.data.manifest import flatten_captions, twin_index, twin_kinds
     from mcad_core.mcad.train import encode_all
     from mcad_core.models.student import params_m
 

@@ -28,6 +28,8 @@ class SyntheticParams(_Group):
     n_train: PositiveInt = 10000
     n_val: PositiveInt = 1000
     n_test: PositiveInt = 1000
+    n_teacher: PositiveInt = 10000     # the teachers' own corpus (another random stream)
+    n_teacher_val: PositiveInt = 1000
     image_size: int = Field(64, ge=32)
     captions_per_image: PositiveInt = 5
     max_objects: int = Field(3, ge=1, le=3)
@@ -39,9 +41,15 @@ class KarpathyParams(_Group):
     skip_bad_images: bool = False
 
 
+class AlbumParams(_Group):
+    uncaptioned_frac: float = Field(0.5, ge=0, lt=1)
+    pool_captions: int = Field(1, ge=0)
+
+
 class DataParams(_Group):
     source: Literal["synthetic", "karpathy"] = "synthetic"
     seed: int = 0
+    album: AlbumParams = AlbumParams()
     synthetic: SyntheticParams = SyntheticParams()
     karpathy: KarpathyParams = KarpathyParams()
 
@@ -70,7 +78,8 @@ class TeachersParams(_Group):
 
 class CacheParams(_Group):
     batch_size: PositiveInt = 256
-    hard_k: PositiveInt = 8
+    hard_k: PositiveInt = 4
+    text_k: PositiveInt = 8
     chunk_images: PositiveInt = 256
 
 
@@ -84,6 +93,7 @@ class FuseParams(_Group):
 
 class DistillParams(_Group):
     variants: list[Variant] = ["contrastive", "dual_kd", "mcad"]
+    seed: int = 0
     student: str = "mcad-student-tiny"
     epochs: PositiveInt = 12
     batch_size: PositiveInt = 256
@@ -95,7 +105,6 @@ class DistillParams(_Group):
     w_feat: float = Field(0.0, ge=0)
     w_hard: float = Field(3.0, ge=0)
     hard_batch_frac: float = Field(1.0, ge=0, le=1)
-    album_frac: float = Field(0.5, ge=0, lt=1)
     images: Literal["memory", "stream"] = "memory"
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mcad_core.evaluation import embedding_metrics, twin_index, twin_kinds, twin_metrics
+from mcad_core.data.manifest import twin_index, twin_kinds
+from mcad_core.evaluation import embedding_metrics, twin_metrics
 
 if TYPE_CHECKING:
     import torch

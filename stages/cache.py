@@ -15,8 +15,12 @@ OUT = Path("data/cache")
 @params_option
 @one_line_errors
 def main(params_path: str) -> None:
-    """Cache dual embeddings, cross-encoder fused vectors and hard-pair logits, fingerprinted."""
-    from mcad_core.data.manifest import read_manifest
+    """Cache dual embeddings, the photos' text slots and teacher-mined pair logits, fingerprinted.
+
+    train: the user's album (captioned and uncaptioned photos, the unpaired pool); val: its
+    captions only (for the fuse stage's ranking report).
+    """
+    from mcad_core.data.manifest import TEXTS_FILE, read_manifest, read_texts
     from mcad_core.io import atomic_path
     from mcad_core.mcad.cache import build_cache, cache_fingerprint, save_tensors
     from mcad_core.models.teachers import load_teachers
@@ -28,11 +32,14 @@ def main(params_path: str) -> None:
         tmp.mkdir()
         for split in ("train", "val"):
             manifest = PREPARED / f"{split}.jsonl"
+            pool = PREPARED / TEXTS_FILE if split == "train" else None
+            cfg = params.cache
             with autocast(params.device, params.precision):
-                tensors = build_cache(read_manifest(manifest), PREPARED, dual, cross, params.cache.hard_k,
-                                      params.cache.batch_size, chunk_images=params.cache.chunk_images,
-                                      workers=params.workers)
-            fingerprint = cache_fingerprint(dual.fingerprint(), cross.fingerprint(), manifest, params.cache.hard_k)
+                tensors = build_cache(read_manifest(manifest), PREPARED, dual, cross, cfg.hard_k, cfg.text_k,
+                                      cfg.batch_size, texts=read_texts(pool) if pool else [],
+                                      chunk_images=cfg.chunk_images, workers=params.workers)
+            fingerprint = cache_fingerprint(dual.fingerprint(), cross.fingerprint(), manifest, cfg.hard_k, cfg.text_k,
+                                            pool)
             save_tensors(tmp / f"{split}.safetensors", tensors, fingerprint)
 
 

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from mcad_core.errors import McadError
-from mcad_core.evaluation import (compared_metrics, embedding_metrics, plot_twins, results_markdown, twin_index,
-                                  twin_kinds)
+from mcad_core.data.manifest import twin_index, twin_kinds
+from mcad_core.evaluation import compared_metrics, embedding_metrics, plot_twins, results_markdown
 from mcad_core.teacher_eval import rerank_metrics
 
 # Four images in two minimal pairs: I0/I1 swap colours, I2/I3 mirror their relation; I4 has no twin.

@@ -1,28 +1,40 @@
-"""Which training pairs the student gets unlabelled (a photo album, DESIGN §2).
+"""The student's training split as a user with a photo album has it (DESIGN §2, "Protocol").
 
-Real captions describe part of a photo and most photos in an album have none; there only the
-teachers know what matches what. The embedded data would otherwise hand the student every
-answer through its labels: with a scene and its minimal-pair twin both captioned, the
-contrastive loss alone tells them apart and a teacher adds nothing (RESEARCH.md). So for a share
-of the training images (first one scene of each twin pair, then others at random) the image
-and its caption still reach the student, but never as a ground-truth pair: only the teachers'
-distributions link them. Teachers (stand-ins for models pretrained on a large corpus) and the
-val/test splits are untouched.
+A real album holds some captioned photos, many photos with no caption, and perhaps texts with
+no link to any photo (a query log). The generator knows every photo's captions, its twin and
+what it drew; the user does not. ``split_album`` turns a generated split into what the user
+has (``train.jsonl``: captioned and uncaptioned photos, no twin link, no object truth;
+``texts.jsonl``: the unpaired pool in an order that does not follow the photos) and keeps the
+generator's truth apart (``train_truth.jsonl``), read by after-the-fact diagnostics only.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+# What a user's album has of a photo; everything else in a generated record is generator truth.
+PUBLIC_KEYS = ("image_id", "image", "captions")
 
-def album_mask(twin_of: list[int], frac: float, seed: int) -> np.ndarray:
-    """Boolean [N]: True for the ``round(frac·N)`` images the student never gets as a labelled pair.
 
-    ``twin_of[i]`` is the index of image i's twin or -1. One member of each twin pair is
-    chosen first (at random), then scenes without a twin, then the other members, so no pair
-    loses both labels while the album is no larger than the pairs' halves and the singles.
-    Deterministic in ``seed``, independent of the training seed, so every variant and seed
-    sees the same album.
+@dataclass(frozen=True)
+class Album:
+    """``photos``: public records (``captions`` empty for uncaptioned photos); ``texts``: the
+    unpaired pool; ``truth``: the generated records as they were, for diagnostics only."""
+
+    photos: list[dict]
+    texts: list[str]
+    truth: list[dict]
+
+
+def uncaptioned_mask(twin_of: list[int], frac: float, seed: int) -> np.ndarray:
+    """Boolean [N]: True for the ``round(frac·N)`` photos the user never captioned.
+
+    The generator designs the data: one member of each twin pair is chosen first (at random),
+    then scenes without a twin, then the other members, so no pair loses both captions while
+    the uncaptioned share is at most the pairs' halves and the singles. With both twins
+    captioned, labels alone would teach binding and a teacher could add nothing (RESEARCH.md).
     """
     n = len(twin_of)
     rng = np.random.default_rng(seed)
@@ -35,3 +47,20 @@ def album_mask(twin_of: list[int], frac: float, seed: int) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[order[: round(frac * n)]] = True
     return mask
+
+
+def split_album(records: list[dict], twin_of: list[int], uncaptioned_frac: float, pool_captions: int,
+                seed: int) -> Album:
+    """The user's view of ``records``: uncaptioned photos lose their captions; ``pool_captions``
+    of each one's captions (chosen at random) join the unpaired pool, which is shuffled."""
+    rng = np.random.default_rng([seed, 1])
+    hidden = uncaptioned_mask(twin_of, uncaptioned_frac, seed)
+    photos, texts = [], []
+    for rec, is_hidden in zip(records, hidden):
+        captions = list(rec["captions"])
+        photos.append({"image_id": rec["image_id"], "image": rec["image"], "captions": [] if is_hidden else captions})
+        if is_hidden:
+            keep = rng.permutation(len(captions))[:pool_captions]
+            texts += [captions[k] for k in sorted(keep)]
+    order = rng.permutation(len(texts))
+    return Album(photos, [texts[k] for k in order], records)

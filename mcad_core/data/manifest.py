@@ -13,6 +13,12 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 SPLITS = ("train", "val", "test")
+# The teachers' own corpus: they stand for models pretrained elsewhere and never see SPLITS.
+TEACHER_SPLITS = ("teacher", "teacher_val")
+# The unpaired caption pool of the student's train split (one {"text": ...} per line).
+TEXTS_FILE = "texts.jsonl"
+# The generator's truth about the train split (hidden captions, twins): diagnostics only.
+TRUTH_FILE = "train_truth.jsonl"
 # Written by the prepare stage beside the manifests: where record["image"] paths are rooted.
 SOURCE_FILE = "source.json"
 
@@ -43,6 +49,26 @@ def read_manifest(path: str | Path) -> list[dict]:
     return records
 
 
+def write_texts(path: str | Path, texts: list[str]) -> None:
+    """Write the unpaired pool as JSON lines, atomically."""
+    write_manifest(path, [{"text": text} for text in texts])
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """The unpaired pool; a missing file is an empty pool (a dataset may have none)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    texts = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                texts.append(json.loads(line)["text"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise McadError(f"{path}:{lineno}: expected a JSON object with 'text'") from None
+    return texts
+
+
 def flatten_captions(records: list[dict]) -> tuple[list[str], list[int]]:
     """All captions in manifest order and, for each, the index of its image."""
     captions, image_index = [], []
@@ -50,6 +76,18 @@ def flatten_captions(records: list[dict]) -> tuple[list[str], list[int]]:
         captions += rec["captions"]
         image_index += [i] * len(rec["captions"])
     return captions, image_index
+
+
+def twin_index(records: list[dict]) -> list[int]:
+    """For each record, the index of its twin in ``records`` (-1 when it has none)."""
+    ids = {r["image_id"]: i for i, r in enumerate(records)}
+    return [ids.get(r.get("twin"), -1) if r.get("twin") else -1 for r in records]
+
+
+def twin_kinds(records: list[dict]) -> list[str | None]:
+    """For each record, what its twin exchanges ("colour", "size", "relation"); None without a twin
+    (Karpathy data) or in a manifest written before the kind was recorded."""
+    return [r.get("twin_kind") if r.get("twin") else None for r in records]
 
 
 def image_root(prepared_dir: str | Path) -> Path:

@@ -17,6 +17,8 @@ import numpy as np
 from mcad_core.data.vocabulary import COLOURS, RELATIONS, SHAPES, SIZES, TWIN_KINDS
 
 SPLITS = ("train", "val", "test")
+# Random streams: the student's splits, then the teachers' own corpus (never the student's data).
+STREAMS = (*SPLITS, "teacher", "teacher_val")
 # Object radius as a share of the image side, per size word.
 _RADIUS = {"small": 0.11, "large": 0.19}
 # Share of scenes with 1, 2 and 3 objects (two- and three-object scenes come with a twin).
@@ -243,8 +245,8 @@ class GeneratedImage:
 
 def generate_split(split: str, n_images: int, seed: int, image_size: int, captions_per_image: int,
                    max_objects: int) -> list[GeneratedImage]:
-    """Scenes (not yet drawn) for one split; deterministic in (seed, split)."""
-    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    """Scenes (not yet drawn) for one split (one of ``STREAMS``); deterministic in (seed, split)."""
+    rng = np.random.default_rng([seed, STREAMS.index(split)])
     counts = [k for k in _N_OBJECTS_P if k <= max_objects]
     probs = np.array([_N_OBJECTS_P[k] for k in counts])
     probs /= probs.sum()

@@ -1,16 +1,22 @@
-"""Teacher outputs cached once per sample (DESIGN §4), so distillation never runs a teacher.
+"""Teacher outputs cached once per training sample (DESIGN §4), so distillation never runs a teacher.
 
-Per split file (safetensors, mmap-able):
-  ``v`` [N_img, D]        dual image embeddings (unit norm)
-  ``t`` [N_cap, D]        dual caption embeddings (unit norm), captions in manifest order
-  ``cap_image`` [N_cap]   index of each caption's image
-  ``h`` [N_cap, H]        cross-encoder fused vector of (image, its own caption)
-  ``m_own`` [N_cap]       cross-encoder logit of (image, its own caption)
-  ``nbr`` [N_img, K]      hard neighbour images mined from the dual teacher (twin first)
-  ``m_img_nbr`` [N_img, K]  logit of image i with the reference caption of neighbour j
-  ``m_nbr_img`` [N_img, K]  logit of neighbour j with the reference caption of image i
-The reference caption of an image is its first caption. Metadata holds a fingerprint of
-both teachers' weights, the manifest and preprocessing; loading checks it.
+The split is what a user has (``data.album``): photos, some with captions, and texts with no
+photo (the unpaired pool). Texts are the captions in manifest order, then the pool. Nothing here
+reads a twin link or a hidden caption: every link that is not a user's own caption is chosen by
+the teachers. Per split file (safetensors, mmap-able):
+  ``v`` [N_img, D], ``t`` [N_txt, D]  dual image / text embeddings (unit norm)
+  ``slot_image``, ``slot_text`` [S]  the (photo, text) pairs batches are drawn from, sorted by
+        photo: every caption of a captioned photo (``slot_labelled`` True), and for an
+        uncaptioned photo the text the cross-encoder ranks first among the dual teacher's
+        ``text_k`` nearest texts (``slot_labelled`` False: a teacher's pick, not a label)
+  ``slot_h`` [S, H], ``slot_m`` [S]  cross-encoder fused vector and match logit of each slot
+  ``nbr`` [N_img, K]  hard neighbour photos: the dual teacher's K nearest (image-image cosine)
+  ``pair_key`` [P], ``pair_m`` [P]  every scored pair's logit, keyed ``image·N_txt + text`` and
+        sorted: the slots, the pick candidates, and for each photo i and neighbour j, i with
+        every slot text of j and j with every slot text of i (so any caption drawn for a hard
+        pair has its logits in both directions)
+Metadata holds a fingerprint of both teachers' weights, the manifest and pool bytes and K;
+loading checks it.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ if TYPE_CHECKING:
 
     from mcad_core.models.teacher_api import CrossEncoderTeacher, DualTeacher
 
-CACHE_FORMAT = "mcad-cache-v1"
+CACHE_FORMAT = "mcad-cache-v2"
 
 
 def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -39,51 +46,56 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def cache_fingerprint(dual_fp: str, cross_fp: str, manifest_path: str | Path, hard_k: int) -> dict[str, str]:
-    """What a cache was computed from (teacher fingerprints, manifest bytes, K); any change makes it stale."""
+def cache_fingerprint(dual_fp: str, cross_fp: str, manifest_path: str | Path, hard_k: int, text_k: int,
+                      texts_path: str | Path | None = None) -> dict[str, str]:
+    """What a cache was computed from (teacher fingerprints, manifest and pool bytes, K); any change makes it stale."""
+    pool = Path(texts_path) if texts_path is not None else None
     return {
         "format": CACHE_FORMAT,
         "dual": dual_fp,
         "cross": cross_fp,
         "manifest": file_sha256(manifest_path),
+        "texts": file_sha256(pool) if pool is not None and pool.is_file() else "",
         "hard_k": str(hard_k),
+        "text_k": str(text_k),
     }
 
 
-def mine_hard_neighbours(v: torch.Tensor, t: torch.Tensor, cap_image: torch.Tensor, twin_of: list[int], k: int) -> torch.Tensor:
-    """The K images the dual teacher confuses most with each image; its twin always first.
-
-    Similarity of image i to image j = cosine of v_i to the mean of j's caption
-    embeddings, i.e. how well j's descriptions match i in the dual teacher's eyes.
-    """
+def nearest(queries: torch.Tensor, keys: torch.Tensor, k: int, exclude_self: bool = False) -> torch.Tensor:
+    """[Q, k] indices of each query's k most similar keys (cosine), chunked; ties to the lower index."""
     import torch
 
-    n = v.shape[0]
-    k = min(k, n - 1)
-    t_mean = torch.zeros(n, t.shape[1], dtype=t.dtype).index_add_(0, cap_image, t)
-    t_mean = torch.nn.functional.normalize(t_mean, dim=1)
-    out = torch.empty(n, k, dtype=torch.long)
-    for start in range(0, n, 1024):
-        sims = v[start:start + 1024] @ t_mean.T
-        rows = torch.arange(sims.shape[0])
-        sims[rows, rows + start] = -float("inf")
-        for r in range(sims.shape[0]):
-            twin = twin_of[start + r]
-            if twin >= 0:
-                sims[r, twin] = float("inf")
+    k = min(k, keys.shape[0] - int(exclude_self))
+    out = torch.empty(queries.shape[0], k, dtype=torch.long)
+    for start in range(0, queries.shape[0], 1024):
+        sims = queries[start:start + 1024].float() @ keys.float().T
+        if exclude_self:
+            rows = torch.arange(sims.shape[0])
+            sims[rows, rows + start] = -float("inf")
         out[start:start + 1024] = sims.topk(k, dim=1).indices
     return out
 
 
-def build_cache(records: list[dict], prepared_dir: Path, dual: DualTeacher, cross: CrossEncoderTeacher,
-                hard_k: int, batch_size: int, progress: bool = True, chunk_images: int = 256,
-                workers: int = 0) -> dict[str, torch.Tensor]:
-    """Run both teachers once over a split and return the tensors listed in the module doc.
+def expand_slot_texts(images: torch.Tensor, owners: torch.Tensor, slot_offsets: torch.Tensor,
+                      slot_counts: torch.Tensor, slot_text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs (images[p], t) for every slot text t of photo owners[p], flattened."""
+    import torch
 
-    Two streaming passes over the images: the dual teacher's embeddings (to mine the hard
-    neighbours), then the cross-encoder, ``chunk_images`` images at a time, scoring every
-    pair that involves them (own captions, image vs neighbour, neighbour vs image). Memory
-    holds one chunk of cross-encoder features, never a split's.
+    reps = slot_counts[owners]
+    first = torch.repeat_interleave(slot_offsets[owners], reps)
+    within = torch.arange(int(reps.sum())) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
+    return torch.repeat_interleave(images, reps), slot_text[first + within]
+
+
+def build_cache(records: list[dict], prepared_dir: Path, dual: DualTeacher, cross: CrossEncoderTeacher,
+                hard_k: int, text_k: int, batch_size: int, texts: list[str] = (), progress: bool = True,
+                chunk_images: int = 256, workers: int = 0) -> dict[str, torch.Tensor]:
+    """Run both teachers once over a split (photos ``records``, unpaired ``texts``) and return the
+    tensors listed in the module doc.
+
+    Two cross-encoder passes, each streamed ``chunk_images`` photos at a time: first the captions
+    and each uncaptioned photo's ``text_k`` candidate texts (keeping fused vectors, to pick its
+    text), then the neighbour pairs not scored yet (logits only).
     """
     import torch
 
@@ -91,30 +103,49 @@ def build_cache(records: list[dict], prepared_dir: Path, dual: DualTeacher, cros
     from mcad_core.teacher_stream import dual_split_embeddings, score_pairs
 
     captions, cap_image_list = flatten_captions(records)
+    all_texts = captions + list(texts)
+    n_img, n_cap, n_txt = len(records), len(captions), len(captions) + len(texts)
     cap_image = torch.tensor(cap_image_list, dtype=torch.long)
-    ids = {r["image_id"]: i for i, r in enumerate(records)}
-    twin_of = [ids.get(r.get("twin"), -1) if r.get("twin") else -1 for r in records]
-    ref_caption = [rec["captions"][0] for rec in records]
-    n_img = len(records)
+    v, t = dual_split_embeddings(dual, records, prepared_dir, all_texts, batch_size, workers, progress)
 
-    v, t = dual_split_embeddings(dual, records, prepared_dir, captions, batch_size, workers, progress)
-    nbr = mine_hard_neighbours(v, t, cap_image, twin_of, hard_k)
-    k = nbr.shape[1]
-    anchor = torch.arange(n_img).repeat_interleave(k)
+    bare = (torch.bincount(cap_image, minlength=n_img) == 0).nonzero().squeeze(1)
+    candidates = nearest(v[bare], t, text_k)
+    k_t = candidates.shape[1]
+    first_image = torch.cat([cap_image, bare.repeat_interleave(k_t)])
+    first_text = torch.cat([torch.arange(n_cap), candidates.reshape(-1)])
+    h1, m1 = score_pairs(cross, prepared_dir, records, first_image, [all_texts[j] for j in first_text.tolist()],
+                         batch_size, chunk_images, keep_fused=torch.ones(len(first_image), dtype=torch.bool),
+                         workers=workers, progress=progress, desc="cache: captions and pick candidates")
+    best = m1[n_cap:].view(len(bare), k_t).argmax(1)
+    picked = n_cap + torch.arange(len(bare)) * k_t + best
+    slot_rows = torch.cat([torch.arange(n_cap), picked])
+    order = torch.sort(first_image[slot_rows], stable=True).indices
+    slot_rows = slot_rows[order]
+    slot_image, slot_text = first_image[slot_rows], first_text[slot_rows]
+    slot_counts = torch.bincount(slot_image, minlength=n_img)
+    slot_offsets = torch.cumsum(slot_counts, 0) - slot_counts
+
+    nbr = nearest(v, v, hard_k, exclude_self=True)
+    anchor = torch.arange(n_img).repeat_interleave(nbr.shape[1])
     flat_nbr = nbr.reshape(-1)
-    # one pair list: own captions, then image vs neighbour's caption, then neighbour vs image's caption
-    pair_image = torch.cat([cap_image, anchor, flat_nbr])
-    pair_text = captions + [ref_caption[j] for j in flat_nbr.tolist()] + [ref_caption[i] for i in anchor.tolist()]
-    keep = torch.zeros(len(pair_image), dtype=torch.bool)
-    keep[:len(captions)] = True
-    h, m = score_pairs(cross, prepared_dir, records, pair_image, pair_text, batch_size, chunk_images,
-                       keep_fused=keep, workers=workers, progress=progress, desc="cache: cross-encoder pairs")
-    n_cap, n_nbr = len(captions), n_img * k
+    fwd_img, fwd_txt = expand_slot_texts(anchor, flat_nbr, slot_offsets, slot_counts, slot_text)
+    bwd_img, bwd_txt = expand_slot_texts(flat_nbr, anchor, slot_offsets, slot_counts, slot_text)
+    first_key = first_image * n_txt + first_text
+    more_key = torch.unique(torch.cat([fwd_img * n_txt + fwd_txt, bwd_img * n_txt + bwd_txt]))
+    more_key = more_key[~torch.isin(more_key, first_key)]
+    _, m2 = score_pairs(cross, prepared_dir, records, more_key // n_txt,
+                        [all_texts[j] for j in (more_key % n_txt).tolist()], batch_size, chunk_images,
+                        workers=workers, progress=progress, desc="cache: hard neighbour pairs")
+    keys = torch.cat([first_key, more_key])
+    pair_key, first_pos = torch.unique(keys, return_inverse=True)
+    pair_m = torch.empty(len(pair_key), dtype=torch.float32)
+    pair_m[first_pos] = torch.cat([m1, m2]).float()
     return {
-        "v": v.contiguous(), "t": t.contiguous(), "cap_image": cap_image, "h": h.contiguous(),
-        "m_own": m[:n_cap].contiguous(), "nbr": nbr.contiguous(),
-        "m_img_nbr": m[n_cap:n_cap + n_nbr].reshape(n_img, k).contiguous(),
-        "m_nbr_img": m[n_cap + n_nbr:].reshape(n_img, k).contiguous(),
+        "v": v.contiguous(), "t": t.contiguous(), "slot_image": slot_image.contiguous(),
+        "slot_text": slot_text.contiguous(), "slot_labelled": (slot_rows < n_cap).contiguous(),
+        "slot_h": h1[slot_rows].float().contiguous(), "slot_m": m1[slot_rows].float().contiguous(),
+        "nbr": nbr.contiguous(), "pair_key": pair_key.contiguous(), "pair_m": pair_m,
+        "n_texts": torch.tensor([n_txt]),
     }
 
 

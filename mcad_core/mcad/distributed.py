@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from mcad_core.errors import McadError
 
@@ -27,8 +28,29 @@ def distributed_context(device: str) -> Iterator[tuple[int, int, str]]:
     if device == "cuda":
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
-    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    # Binding the GPU lets a barrier know its device (NCCL would otherwise guess and warn).
+    bound = torch.device(device) if device.startswith("cuda") else None
+    dist.init_process_group(backend="nccl" if bound is not None else "gloo", device_id=bound)
     try:
         yield rank, world, device
     finally:
         dist.destroy_process_group()
+
+
+def barrier(world: int) -> None:
+    """Wait until every rank gets here; a no-op in one process."""
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def shared_checkpoint_dir(folder: str | Path, key: str, rank: int, world: int) -> Path:
+    """``checkpoint_dir`` for every rank: rank 0 alone clears a stale folder, creates and stamps it
+    (two ranks removing the same folder at once crash), the others wait for it, then all read it."""
+    from mcad_core.checkpoint import checkpoint_dir
+
+    if rank == 0:
+        checkpoint_dir(folder, key)
+    barrier(world)
+    return Path(folder)

@@ -29,10 +29,15 @@ def teacher_fingerprints(teachers_dir: Path) -> dict[str, str]:
     return json.loads(path.read_text())
 
 
-def load_cache(cache_dir: Path, split: str, prepared_dir: Path, teachers_dir: Path, hard_k: int) -> dict[str, torch.Tensor]:
-    """A split's cached teacher outputs, refused if teachers, manifest or ``hard_k`` changed."""
+def load_cache(cache_dir: Path, split: str, prepared_dir: Path, teachers_dir: Path, cache_params: Any
+               ) -> dict[str, torch.Tensor]:
+    """A split's cached teacher outputs, refused if teachers, manifest, pool or the cache params changed."""
+    from mcad_core.data.manifest import TEXTS_FILE
+
     fps = teacher_fingerprints(teachers_dir)
-    expected = cache_fingerprint(fps["dual"], fps["cross"], Path(prepared_dir) / f"{split}.jsonl", hard_k)
+    pool = Path(prepared_dir) / TEXTS_FILE if split == "train" else None
+    expected = cache_fingerprint(fps["dual"], fps["cross"], Path(prepared_dir) / f"{split}.jsonl",
+                                 cache_params.hard_k, cache_params.text_k, pool)
     return load_tensors(Path(cache_dir) / f"{split}.safetensors", expected)
 
 
@@ -56,7 +61,7 @@ def write_fused_targets(params: Any, out_dir: Path, prepared_dir: Path, teachers
     from mcad_core.mcad.cache import save_tensors
     from mcad_core.mcad.fusion import FuseSettings, run_fusion
 
-    train, val = (load_cache(cache_dir, split, prepared_dir, teachers_dir, params.cache.hard_k)
+    train, val = (load_cache(cache_dir, split, prepared_dir, teachers_dir, params.cache)
                   for split in ("train", "val"))
     fuse = params.fuse
     settings = FuseSettings(lam=fuse.lambda_, alpha=fuse.alpha, tau_m=fuse.tau_m, projection=fuse.projection,

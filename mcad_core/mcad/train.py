@@ -25,23 +25,30 @@ if TYPE_CHECKING:
 
 @dataclass
 class DistillData:
-    """Everything a distillation run reads, as tensors (train split) plus val for monitoring."""
+    """Everything a distillation run reads, as tensors (train split) plus val for monitoring.
 
-    images: ImageSource           # train images (uint8 [B, 3, H, W] per batch of indices)
-    token_ids: torch.Tensor       # int32 [N_cap, ctx]
-    cap_image: torch.Tensor       # long [N_cap]
-    v: torch.Tensor               # teacher image targets [N_img, D] (raw or fused)
-    t: torch.Tensor               # teacher caption targets [N_cap, D] (raw or fused)
-    nbr: torch.Tensor             # long [N_img, K] hard neighbours
-    s_own: torch.Tensor | None    # shifted cross-encoder logits α(m − m̄)/τ_M of (image, first caption) [N_img]
-    s_img_nbr: torch.Tensor | None  # [N_img, K]: image i vs neighbour's first caption
-    s_nbr_img: torch.Tensor | None  # [N_img, K]: neighbour vs image i's first caption
+    Texts are the train captions in manifest order, then the unpaired pool (``mcad.cache``).
+    """
+
+    images: ImageSource           # train photos (uint8 [B, 3, H, W] per batch of indices)
+    token_ids: torch.Tensor       # int32 [N_txt, ctx]
+    v: torch.Tensor               # teacher photo targets [N_img, D] (raw or fused)
+    t: torch.Tensor               # teacher text targets [N_txt, D] (raw or fused)
+    slot_image: torch.Tensor      # long [S] photo of each slot, sorted
+    slot_text: torch.Tensor       # long [S] text of each slot
+    slot_labelled: torch.Tensor   # bool [S] the slot is the user's own caption
+    nbr: torch.Tensor             # long [N_img, K] hard neighbour photos
+    pair_key: torch.Tensor        # long [P] sorted keys image·N_txt + text of the cached pairs
+    s_pair: torch.Tensor | None   # [P] shifted cross-encoder logits α(m − m̄)/τ_M (fused-score variants)
     val_images: ImageSource
     val_token_ids: torch.Tensor
     val_cap_image: torch.Tensor
-    album: torch.Tensor | None = None  # bool [N_img]: images the student never gets as a labelled pair
     val_twin_of: list[int] | None = None  # val image -> its twin's index (-1: none), for val twin accuracy
     val_twin_kind: list[str | None] | None = None  # what each val twin exchanges (colour / size / relation)
+
+    @property
+    def n_texts(self) -> int:
+        return self.token_ids.shape[0]
 
 
 def encode_all(model: Any, images: ImageSource, token_ids: torch.Tensor, device: str = "cpu",
@@ -105,10 +112,12 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     from tqdm import tqdm
 
     from mcad_core.evaluation import TWIN_KEYS, embedding_metrics
-    from mcad_core.mcad.batches import PairBatchSampler, cached_pair_mask, dense_pair_logits
+    from mcad_core.mcad.batches import PairBatchSampler
     from mcad_core.mcad.losses import mcad_loss, teacher_logits
     from mcad_core.models.student import build_student
     from mcad_core.precision import autocast, grad_scaler
+
+    from mcad_core.mcad.batches import pair_lookup
 
     spec = VARIANTS[variant]
     torch.manual_seed(seed)
@@ -118,10 +127,10 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     modules = DistillNet(model, data.v.shape[1]).to(device)
     opt = torch.optim.AdamW(modules.parameters(), lr=params.lr, weight_decay=0.05)
     # Every variant, contrastive included, trains on the same batches (like-for-like baselines).
-    counts = torch.bincount(data.cap_image, minlength=len(data.images)).tolist()
+    counts = torch.bincount(data.slot_image, minlength=len(data.images)).tolist()
     sampler = PairBatchSampler(counts, min(params.batch_size, len(data.images)), hard_neighbours=data.nbr.numpy(),
                                hard_batch_frac=params.hard_batch_frac, seed=seed, rank=rank, world_size=world_size,
-                               album=None if data.album is None else data.album.numpy())
+                               slot_labelled=data.slot_labelled.numpy())
     epoch_batches = [sampler.batches(e) for e in range(params.epochs)]
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=params.lr, total_steps=sum(map(len, epoch_batches)),
                                                 pct_start=0.1)
@@ -131,6 +140,7 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     w_feat = params.w_feat if spec.distill else 0.0
     w_hard = params.w_hard if spec.distill else 0.0
     scaler = grad_scaler(device, precision)
+    pair_values = data.s_pair if spec.fused_scores else torch.zeros(len(data.pair_key))
     step = sum(map(len, epoch_batches[:start_epoch]))
     for epoch in range(start_epoch, params.epochs):
         batches = epoch_batches[epoch]
@@ -138,20 +148,20 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
         for batch, images in tqdm(zip(batches, pixel_batches, strict=True), total=len(batches),
                                   desc=f"distill {variant} epoch {epoch + 1}/{params.epochs}",
                                   disable=not progress, mininterval=1.0):
-            img, cap = torch.from_numpy(batch.images), torch.from_numpy(batch.captions)
+            img = torch.from_numpy(batch.images)
+            txt = data.slot_text[torch.from_numpy(batch.slots)]
             pixels = (images.to(device).float() / 255).contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
-                f, g, f_proj, g_proj, scale = net(pixels, data.token_ids[cap].to(device))
+                f, g, f_proj, g_proj, scale = net(pixels, data.token_ids[txt].to(device))
             f, g, f_proj, g_proj, scale = (x.float() for x in (f, g, f_proj, g_proj, scale))
-            v_tgt, t_tgt = (data.v[img], data.t[cap]) if online_targets is None else online_targets(img, cap)
+            v_tgt, t_tgt = (data.v[img], data.t[txt]) if online_targets is None else online_targets(img, txt)
             v_tgt, t_tgt = v_tgt.to(device), t_tgt.to(device)
             t_logits = candidates = None
-            if w_hard > 0:
-                candidates = cached_pair_mask(img, batch.cached, data.nbr).to(device)
             if w_dist > 0 or w_hard > 0:
-                m_pairs = dense_pair_logits(img, batch.cached, data.nbr, data.s_img_nbr, data.s_nbr_img,
-                                            data.s_own).to(device) if spec.fused_scores else None
-                t_logits = teacher_logits(v_tgt, t_tgt, params.tau_t, m_pairs=m_pairs, alpha=1.0)
+                cached = pair_lookup(img, txt, data.pair_key, pair_values, data.n_texts).to(device)
+                candidates = ~cached.isnan() if w_hard > 0 else None
+                t_logits = teacher_logits(v_tgt, t_tgt, params.tau_t, m_pairs=cached if spec.fused_scores else None,
+                                          alpha=1.0)
             loss, parts = mcad_loss(
                 f, g, scale, labelled=torch.from_numpy(batch.labelled).to(device), teacher=t_logits,
                 candidates=candidates, tau_s=params.tau_s, f_proj=f_proj, v_target=v_tgt, g_proj=g_proj,
@@ -213,42 +223,34 @@ def ddp_wrap(modules: Any) -> Any:
     return DistributedDataParallel(modules, find_unused_parameters=True)
 
 
-def build_distill_data(variant: str, train_records: list[dict], val_records: list[dict], prepared_dir: Path,
-                       image_size: int, tokenizer: Any, cache: dict, fused: dict | None,
-                       progress: bool = True, album: Any = None, image_mode: str = "memory",
-                       workers: int = 0) -> DistillData:
+def build_distill_data(variant: str, train_records: list[dict], texts: list[str], val_records: list[dict],
+                       prepared_dir: Path, image_size: int, tokenizer: Any, cache: dict, fused: dict | None,
+                       progress: bool = True, image_mode: str = "memory", workers: int = 0) -> DistillData:
     """Assemble a variant's training tensors: the dual teacher's targets, or the fused ones.
 
-    ``album`` (bool [N_img], optional): images the student never gets as a labelled pair.
-    ``image_mode``: ``memory`` preloads both splits, ``stream`` reads them through a DataLoader
-    with ``workers`` processes (train images with open_clip's training crop).
+    ``texts``: the unpaired pool, after the captions in text order. ``image_mode``: ``memory``
+    preloads both splits, ``stream`` reads them through a DataLoader with ``workers`` processes
+    (train images with open_clip's training crop).
     """
     import torch
 
     from mcad_core.data.images import image_source
-    from mcad_core.data.manifest import flatten_captions
-    from mcad_core.evaluation import twin_index, twin_kinds
-    from mcad_core.mcad.fusion import first_caption_index
+    from mcad_core.data.manifest import flatten_captions, twin_index, twin_kinds
 
     spec = VARIANTS[variant]
-    captions, cap_image = flatten_captions(train_records)
+    captions, _ = flatten_captions(train_records)
     val_captions, val_cap_image = flatten_captions(val_records)
-    n_img = len(train_records)
     feats = fused if spec.fused_features else cache
-    shifts = fused if spec.fused_scores else None
-    ref = first_caption_index(torch.tensor(cap_image), n_img)
     return DistillData(
         images=image_source(prepared_dir, train_records, image_size, image_mode, workers, train=True, progress=progress),
-        token_ids=torch.from_numpy(tokenizer.encode(captions)),
-        cap_image=torch.tensor(cap_image),
-        v=feats["v"].float(), t=feats["t"].float(), nbr=cache["nbr"].long(),
-        s_own=None if shifts is None else shifts["s_own"][ref],
-        s_img_nbr=None if shifts is None else shifts["s_img_nbr"],
-        s_nbr_img=None if shifts is None else shifts["s_nbr_img"],
+        token_ids=torch.from_numpy(tokenizer.encode(captions + list(texts))),
+        v=feats["v"].float(), t=feats["t"].float(),
+        slot_image=cache["slot_image"].long(), slot_text=cache["slot_text"].long(),
+        slot_labelled=cache["slot_labelled"].bool(), nbr=cache["nbr"].long(), pair_key=cache["pair_key"].long(),
+        s_pair=fused["s_pair"].float() if spec.fused_scores else None,
         val_images=image_source(prepared_dir, val_records, image_size, image_mode, workers, progress=progress),
         val_token_ids=torch.from_numpy(tokenizer.encode(val_captions)),
         val_cap_image=torch.tensor(val_cap_image),
-        album=None if album is None else torch.as_tensor(album, dtype=torch.bool),
         val_twin_of=twin_index(val_records),
         val_twin_kind=twin_kinds(val_records),
     )
@@ -257,21 +259,19 @@ def build_distill_data(variant: str, train_records: list[dict], val_records: lis
 def load_distill_inputs(params: Any, variant: str, prepared_dir: Path, teachers_dir: Path, cache_dir: Path,
                         fused_dir: Path, progress: bool = True) -> tuple[DistillData, Any]:
     """Everything a variant trains from, read from the pipeline's folders (fingerprints checked),
-    and the student tokenizer built from the training captions."""
-    from mcad_core.data.album import album_mask
-    from mcad_core.data.manifest import flatten_captions, read_manifest
-    from mcad_core.evaluation import twin_index
+    and the student tokenizer built from the user's texts (captions and pool)."""
+    from mcad_core.data.manifest import TEXTS_FILE, flatten_captions, read_manifest, read_texts
     from mcad_core.mcad.targets import load_cache, load_fused
     from mcad_core.models.student import load_config, student_tokenizer
 
     spec = VARIANTS[variant]
     train, val = read_manifest(prepared_dir / "train.jsonl"), read_manifest(prepared_dir / "val.jsonl")
+    texts = read_texts(prepared_dir / TEXTS_FILE)
     config = load_config(params.distill.student)
-    tokenizer = student_tokenizer(config, flatten_captions(train)[0])  # a pretrained text tower brings its own
-    cache = load_cache(cache_dir, "train", prepared_dir, teachers_dir, params.cache.hard_k)
+    tokenizer = student_tokenizer(config, flatten_captions(train)[0] + texts)  # a pretrained text tower brings its own
+    cache = load_cache(cache_dir, "train", prepared_dir, teachers_dir, params.cache)
     needs_fused = spec.fused_scores or spec.fused_features
     fused = load_fused(fused_dir, cache_dir, params.fuse.model_dump(by_alias=True)) if needs_fused else None
-    album = album_mask(twin_index(train), params.distill.album_frac, params.data.seed)
-    data = build_distill_data(variant, train, val, prepared_dir, config.image.image_size, tokenizer, cache, fused,
-                              progress, album=album, image_mode=params.distill.images, workers=params.workers)
+    data = build_distill_data(variant, train, texts, val, prepared_dir, config.image.image_size, tokenizer, cache,
+                              fused, progress, image_mode=params.distill.images, workers=params.workers)
     return data, tokenizer
