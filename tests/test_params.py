@@ -66,3 +66,23 @@ def test_overrides_apply_like_dvc_set_and_are_validated():
         with_overrides(Params(), ["fuse.tau=1"])
     with pytest.raises(McadError, match="expected group.key=value"):
         with_overrides(Params(), ["fuse.tau_m"])
+
+
+def test_a_file_that_is_not_a_mapping_is_one_line_and_an_empty_file_is_the_defaults(tmp_path):
+    for name, text, what in [("list.yaml", "- data\n- fuse\n", "list"), ("scalar.yaml", "42\n", "int")]:
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(McadError) as err:
+            load_params(path)
+        assert str(err.value) == f"{path}: expected a mapping of param groups, got {what}"
+    empty = tmp_path / "empty.yaml"
+    for text in ("", "# only a comment\n"):
+        empty.write_text(text)
+        assert load_params(empty) == Params()
+
+
+def test_an_override_below_a_plain_key_is_one_line():
+    for item, key in [("seed.x=1", "seed"), ("fuse.tau_m.y=2", "tau_m"), ("data.source.z=3", "source")]:
+        with pytest.raises(McadError) as err:
+            with_overrides(Params(), [item])
+        assert str(err.value) == f"override '{item}': '{key}' is not a group"

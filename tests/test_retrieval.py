@@ -156,3 +156,22 @@ def test_twin_accuracy_hand_case():
         twin_accuracy(image, text, owner, [0, -1, -1])  # an image is not its own twin
     with pytest.raises(McadError):
         twin_accuracy_from_scores([1.0, 2.0], [1.0])
+
+
+@pytest.mark.parametrize("ks", [(), [0], [1, -5], (5, 0, 10)])
+def test_ks_must_be_positive(ks):
+    image, text, owner = random_case(np.random.default_rng(4), 6, 4, 2)
+    with pytest.raises(McadError, match=r"^ks must be positive integers, got \["):
+        retrieval_metrics(image, text, owner, ks=ks)
+
+
+@pytest.mark.parametrize("chunk", [0, -3])
+def test_chunk_size_must_be_positive_everywhere(chunk):
+    image, text, owner = random_case(np.random.default_rng(5), 6, 4, 2)
+    twin_of = [1, 0, -1, -1, -1, -1]
+    calls = [lambda: retrieval_metrics(image, text, owner, chunk_size=chunk),
+             lambda: twin_accuracy(image, text, owner, twin_of, chunk_size=chunk),
+             lambda: topk_images(text, image, 2, chunk_size=chunk)]
+    for call in calls:
+        with pytest.raises(McadError, match=f"^chunk_size must be >= 1, got {chunk}$"):
+            call()
