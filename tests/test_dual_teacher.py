@@ -72,6 +72,41 @@ def test_checkpoint_file_loads_back_identically(teacher, tmp_path):
     assert saved.model_name == MODEL and saved.fingerprint() == teacher.fingerprint()
 
 
+def test_a_checkpoint_named_by_its_tag_gets_and_keeps_the_tags_preprocessing(teacher, tmp_path, monkeypatch):
+    """open_clip applies a tag's preprocessing only when ``pretrained`` is the tag, and never its
+    quick_gelu: a local checkpoint whose tag is named gets both, and the saved teacher keeps them
+    (a tag with everything non-default, registered for the tiny model here)."""
+    import json
+
+    import open_clip
+
+    tag = {"url": "", "hf_hub": "", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+           "interpolation": "bilinear", "resize_mode": "squash", "quick_gelu": True}
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, MODEL, {"mytag": tag})
+    path = tmp_path / "weights.pt"
+    torch.save({"state_dict": teacher.model.state_dict()}, path)
+    plain = load_dual_teacher(MODEL, str(path))
+    tagged = load_dual_teacher(MODEL, str(path), preprocess_tag="mytag")
+    got = json.loads(json.dumps(tagged.preprocess_cfg))
+    assert {k: got[k] for k in ("mean", "std", "interpolation", "resize_mode")} == \
+        {k: tag[k] for k in ("mean", "std", "interpolation", "resize_mode")}
+    assert tagged.quick_gelu and not plain.quick_gelu
+    assert not torch.allclose(tagged.encode_texts(CAPTIONS), plain.encode_texts(CAPTIONS))
+    assert not torch.allclose(tagged.encode_images(_images()[2:]), plain.encode_images(_images()[2:]))  # squash
+    assert tagged.fingerprint() != plain.fingerprint()
+
+    save_dual_teacher(tagged, tmp_path / "dual")
+    monkeypatch.delitem(open_clip.pretrained._PRETRAINED, MODEL)  # the saved folder needs the tag no more
+    saved = load_saved_dual_teacher(tmp_path / "dual")
+    assert json.dumps(saved.preprocess_cfg) == json.dumps(tagged.preprocess_cfg) and saved.quick_gelu
+    assert torch.equal(saved.encode_images(_images()), tagged.encode_images(_images()))
+    assert torch.equal(saved.encode_texts(CAPTIONS), tagged.encode_texts(CAPTIONS))
+    assert saved.fingerprint() == tagged.fingerprint()
+    with pytest.raises(McadError, match="teachers.dual.preprocess_tag: 'nope' is not an open_clip tag") as err:
+        load_dual_teacher(MODEL, str(path), preprocess_tag="nope")
+    assert "\n" not in str(err.value)
+
+
 def test_bad_sources_are_one_line_errors(tmp_path, monkeypatch):
     import open_clip
 

@@ -57,6 +57,8 @@ class OpenClipTeacher:
         self.device = device
         self.batch_size = batch_size
         self.preprocess_cfg = dict(model.visual.preprocess_cfg)
+        # Not in the weights or in preprocess_cfg, yet it changes every output: saved and fingerprinted.
+        self.quick_gelu = any(isinstance(m, open_clip.transformer.QuickGELU) for m in model.modules())
         self.preprocess = open_clip.transform.image_transform_v2(
             open_clip.transform.PreprocessCfg(**self.preprocess_cfg), is_train=False)
         *self._pil_steps, to_tensor, self._normalize = self.preprocess.transforms
@@ -139,7 +141,7 @@ class OpenClipTeacher:
 
         h = hashlib.sha256()
         h.update(json.dumps({"model": self.model_name, "preprocess": self.preprocess_cfg,
-                             "tokenizer": type(self.tokenizer).__name__,
+                             "quick_gelu": self.quick_gelu, "tokenizer": type(self.tokenizer).__name__,
                              "context_length": self.tokenizer.context_length}, sort_keys=True).encode())
         for name, tensor in sorted(self.model.state_dict().items()):
             h.update(name.encode())
@@ -161,11 +163,27 @@ def _resolve_pretrained(open_clip: Any, model: str, pretrained: str) -> str:
                     f"open_clip tag of {model} (tags: {tags})")
 
 
-def load_dual_teacher(model: str, pretrained: str | None, device: str = "cpu", seed: int = 0) -> OpenClipTeacher:
+def _tag_config(open_clip: Any, model: str, tag: str, key: str) -> dict[str, Any]:
+    """open_clip's record for ``tag`` of ``model``: the preprocessing and quick_gelu its weights were trained with."""
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
+        raise McadError(f"{key}: '{tag}' is not an open_clip tag of {model} (tags: {tags})")
+    return cfg
+
+
+def load_dual_teacher(model: str, pretrained: str | None, device: str = "cpu", seed: int = 0,
+                      preprocess_tag: str | None = None, preprocess: dict[str, Any] | None = None,
+                      quick_gelu: bool = False) -> OpenClipTeacher:
     """Build open_clip ``model`` (a built-in name or a config in ``configs/``) with weights from ``pretrained``.
 
     ``pretrained``: an open_clip tag, a local checkpoint file, or None for a random init
-    (seeded, so the embedded pipeline is reproducible). Every failure is one McadError line.
+    (seeded, so the embedded pipeline is reproducible). open_clip applies a tag's mean/std,
+    resize mode and interpolation only when ``pretrained`` is that tag, and never its
+    quick_gelu, so: a tag brings its whole record; ``preprocess_tag`` names the tag a local
+    checkpoint came from (param ``teachers.dual.preprocess_tag``) to get the same; ``preprocess``
+    / ``quick_gelu`` restore what :func:`save_dual_teacher` recorded. Every failure is one
+    McadError line.
     """
     import torch
 
@@ -174,10 +192,18 @@ def load_dual_teacher(model: str, pretrained: str | None, device: str = "cpu", s
         raise McadError(f"teachers.dual.model: unknown open_clip model '{model}' "
                         f"(neither built in nor in {CONFIG_DIR})")
     weights = None if pretrained is None else _resolve_pretrained(open_clip, model, pretrained)
+    if preprocess_tag is not None:
+        tag_cfg = _tag_config(open_clip, model, preprocess_tag, "teachers.dual.preprocess_tag")
+    elif weights is not None and not os.path.isfile(weights):
+        tag_cfg = _tag_config(open_clip, model, weights, "teachers.dual.pretrained")
+    else:
+        tag_cfg = {}
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = open_clip.create_model(model, pretrained=weights, device=device)
+            net = open_clip.create_model(model, pretrained=weights, device=device,
+                                         force_quick_gelu=quick_gelu or bool(tag_cfg.get("quick_gelu")),
+                                         force_preprocess_cfg=preprocess or tag_cfg)
     except Exception as err:  # download, format and shape errors all reach the user as one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise McadError(f"teachers.dual.pretrained: cannot load '{pretrained}' into {model}: {first}") from None
@@ -185,7 +211,9 @@ def load_dual_teacher(model: str, pretrained: str | None, device: str = "cpu", s
 
 
 def save_dual_teacher(teacher: OpenClipTeacher, folder: str | Path) -> None:
-    """Write the teacher as an open_clip checkpoint + ``teacher.json`` (model name, fingerprint), atomically."""
+    """Write the teacher as an open_clip checkpoint + ``teacher.json`` (model name, preprocessing,
+    quick_gelu, fingerprint), atomically: a checkpoint file alone would reload with open_clip's
+    default preprocessing."""
     import torch
 
     with atomic_path(folder) as tmp:
@@ -193,12 +221,13 @@ def save_dual_teacher(teacher: OpenClipTeacher, folder: str | Path) -> None:
         state = {k: v.detach().cpu() for k, v in teacher.model.state_dict().items()}
         torch.save({"state_dict": state}, tmp / CHECKPOINT_FILE)
         (tmp / META_FILE).write_text(json.dumps(
-            {"model": teacher.model_name, "checkpoint": CHECKPOINT_FILE, "fingerprint": teacher.fingerprint()},
-            indent=2) + "\n")
+            {"model": teacher.model_name, "checkpoint": CHECKPOINT_FILE, "preprocess": teacher.preprocess_cfg,
+             "quick_gelu": teacher.quick_gelu, "fingerprint": teacher.fingerprint()}, indent=2) + "\n")
 
 
 def load_saved_dual_teacher(folder: str | Path, device: str = "cpu") -> OpenClipTeacher:
-    """Load a teacher written by :func:`save_dual_teacher` (the cache stage's entry point)."""
+    """Load a teacher written by :func:`save_dual_teacher` (the cache stage's entry point), with
+    the preprocessing and quick_gelu it was saved with."""
     folder = Path(folder)
     meta_path = folder / META_FILE
     if not meta_path.is_file():
@@ -206,11 +235,17 @@ def load_saved_dual_teacher(folder: str | Path, device: str = "cpu") -> OpenClip
     try:
         meta = json.loads(meta_path.read_text())
         model, checkpoint = meta["model"], folder / meta["checkpoint"]
+        preprocess, quick_gelu = meta["preprocess"], bool(meta["quick_gelu"])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise McadError(f"{meta_path}: not a dual teacher description ({err})") from None
+        raise McadError(f"{meta_path}: not a dual teacher description ({err!r}; re-run the teachers stage)") from None
     if not checkpoint.is_file():
         raise McadError(f"{checkpoint}: dual teacher checkpoint not found")
-    return load_dual_teacher(model, str(checkpoint), device)
+    teacher = load_dual_teacher(model, str(checkpoint), device, preprocess=preprocess, quick_gelu=quick_gelu)
+    if json.dumps([teacher.preprocess_cfg, teacher.quick_gelu], sort_keys=True) != \
+            json.dumps([preprocess, quick_gelu], sort_keys=True):
+        raise McadError(f"{meta_path}: {model} rebuilt with preprocessing {teacher.preprocess_cfg} and quick_gelu "
+                        f"{teacher.quick_gelu}, not the saved {preprocess}, {quick_gelu}")
+    return teacher
 
 
 def _caption_tokens(teacher: OpenClipTeacher, records: list[dict]) -> tuple[torch.Tensor, list[list[int]]]:
