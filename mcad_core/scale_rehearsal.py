@@ -95,6 +95,7 @@ def save_random_teachers(folder: Path, words: list[str], seed: int = 0) -> tuple
     torch.save(open_clip.create_model("ViT-B-16").state_dict(), clip_ckpt)
     blip = folder / "blip-itm-base-random"
     tokenizer = _wordpiece_tokenizer(words, folder / "blip-vocab")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})  # as BLIP's init_tokenizer: its ITM marker
     BlipForImageTextRetrieval(BlipConfig()).save_pretrained(blip)
     BlipProcessor(BlipImageProcessor(size={"height": 384, "width": 384}), tokenizer).save_pretrained(blip)
     return clip_ckpt, blip
