@@ -12,9 +12,12 @@ module is also loaded by the torch-free search process (``bench_worker``).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +39,34 @@ def model_filename(tower: str, fmt: str) -> str:
     return f"{tower}_{fmt}.tflite"
 
 
+@contextmanager
+def _without_native_info() -> Iterator[None]:
+    """Drop the ``INFO: ...`` lines native code writes to stderr meanwhile; pass every other line on.
+
+    LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." when it builds an
+    interpreter, straight to file descriptor 2 from C++ (no log level or variable turns it off:
+    TF_CPP_MIN_LOG_LEVEL does not), so `mcad` printed it before every answer and every error.
+    Its warnings and errors still reach stderr.
+    """
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                captured.seek(0)
+                kept = [line for line in captured.read().splitlines(keepends=True) if not line.startswith(b"INFO: ")]
+                if kept:
+                    os.write(2, b"".join(kept))
+    finally:
+        os.close(saved)
+
+
 class TFLiteEncoder:
     """One exported tower in the LiteRT interpreter: inputs batch -> float32 embeddings.
 
@@ -50,8 +81,9 @@ class TFLiteEncoder:
         if not self.path.is_file():
             raise McadError(f"{self.path}: TFLite model not found")
         try:
-            self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
-            self._interp.allocate_tensors()
+            with _without_native_info():
+                self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise McadError(f"{self.path}: not a loadable TFLite model ({_one_line(err)})") from None
         inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
