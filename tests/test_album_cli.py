@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +20,11 @@ from click.testing import CliRunner
 from student_fixtures import TINY_CONFIG
 
 from mcad_core.album.cli import main
+from mcad_core.errors import McadError
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES, N_QUERIES = 60, 50
 
-pytestmark = pytest.mark.slow  # trains and exports a tiny student (~17 s, once for the module)
 TRAIN_STEPS = 200  # enough that top-1 margins (min ~0.01) dwarf the int8 gallery's rounding (~0.001)
 
 
@@ -52,6 +55,8 @@ def train_tiny_student(folder: Path, records: list[dict], images: np.ndarray):
     return model.eval(), tok
 
 
+# Tests that take ``album`` are marked slow: the fixture trains and exports a tiny student (~17 s, once
+# for the module). The others are fast and run without it.
 @pytest.fixture(scope="module")
 def album(tmp_path_factory, one_thread):
     """A small test split of generated 64 px scenes, and a tiny student trained on it and exported
@@ -103,9 +108,57 @@ def one_line_error(result, *needles: str) -> str:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.suffix == ".lock")
 
 
+# `mcad index` in a process of its own, each photo slowed down (the tiny test model embeds one in well
+# under a millisecond) so that a test can act while it runs: kill it, read the gallery, write beside it.
+SLOW_INDEX = """
+import sys
+import time
+
+from mcad_core.album import index
+from mcad_core.album.cli import main
+from mcad_core.errors import McadError
+
+decode, delay = index.model_input, float(sys.argv[1])
+index.model_input = lambda path, size: time.sleep(delay) or decode(path, size)
+main(sys.argv[2:])
+"""
+
+
+def start_index(album, photos: Path, gallery: Path, delay_s: float, save_every: int, logs: Path) -> subprocess.Popen:
+    """A real `mcad index` process; its stdout and stderr go to ``logs``.out and ``logs``.err."""
+    args = [sys.executable, "-c", SLOW_INDEX, str(delay_s), "index", str(photos), "--models", str(album["models"]),
+            "--out", str(gallery), "--save-every", str(save_every), "--no-progress"]
+    with open(logs.with_suffix(".out"), "w") as out, open(logs.with_suffix(".err"), "w") as err:
+        return subprocess.Popen(args, stdout=out, stderr=err, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def wait_for(check: Callable[[], bool], what: str, procs: list[subprocess.Popen], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert all(p.poll() is None for p in procs), f"a process ended while waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def stored_rows(gallery: Path, fingerprint: str) -> list[str]:
+    """The ids a reader sees now (none before the first store)."""
+    from mcad_core.export.gallery import open_gallery
+
+    if not gallery.exists():
+        return []
+    with open_gallery(gallery, fingerprint) as g:
+        return g.ids
+
+
+def copy_photos(photos: list[Path], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True)
+    return [Path(shutil.copy2(p, folder / p.name)) for p in photos]
+
+
+@pytest.mark.slow
 def test_tflite_search_finds_what_the_pytorch_student_finds(album, tmp_path):
     import torch
 
@@ -166,6 +219,7 @@ def test_a_query_of_unknown_words_is_told_apart_with_a_wordpiece_tokenizer_too()
         assert tok.encode_query("  ")[1:] == (0, [])
 
 
+@pytest.mark.slow
 def test_appending_photos_gives_the_same_gallery_as_indexing_them_at_once(album, tmp_path):
     photos = tmp_path / "photos"
     shutil.copytree(album["photos"], photos)
@@ -196,6 +250,7 @@ def test_appending_photos_gives_the_same_gallery_as_indexing_them_at_once(album,
     assert second.name not in scores and scores[first.name] == pytest.approx(scores[later[0].name], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_results_print_with_time_split_and_render_offline(album, tmp_path):
     gallery = tmp_path / "album.gallery"
     index(album, album["photos"], gallery)
@@ -214,11 +269,13 @@ def test_results_print_with_time_split_and_render_offline(album, tmp_path):
     assert text.count("data:image/png;base64,") == 5 and "http" not in text.replace("http-equiv", "")
 
 
+@pytest.mark.slow
 def test_the_command_runs_without_torch(album, tmp_path):
     """The phone holds LiteRT, the tokenizer and the gallery: the command must never load torch."""
     script = f"""
 import sys
 from mcad_core.album.cli import main
+from mcad_core.errors import McadError
 for args in (["index", {str(album['photos'])!r}, "--models", {str(album['models'])!r}, "--out", "g.gallery",
               "--no-progress"],
              ["search", "a red circle", "--gallery", "g.gallery", "--models", {str(album['models'])!r},
@@ -235,11 +292,13 @@ sys.exit(1 if bad else 0)
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "INFO" not in proc.stderr and "XNNPACK" not in proc.stderr, proc.stderr  # LiteRT's log line
     assert (tmp_path / "r.png").is_file() and (tmp_path / "r.html").is_file()
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["mcad"] == "mcad_core.album.cli:main"
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_leaves_no_gallery(album, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -302,3 +361,187 @@ def test_bad_input_is_one_line_and_leaves_no_gallery(album, tmp_path):
     (answer,) = [json.loads(line) for line in out_lines.stdout.splitlines()]
     assert answer["unknown"] == ["zebra"] and len(answer["hits"]) == 10
     assert leftovers(out) == []
+
+
+def test_hidden_files_and_folders_are_left_out(tmp_path):
+    """Dot files are thumbnails, caches and trash (.thumbnails, .Trashes, ._IMG.jpg): never photos. Only
+    the parts below the indexed folder count: a folder that is itself hidden is still indexed."""
+    from PIL import Image
+
+    from mcad_core.album.images import list_images
+
+    root = tmp_path / ".album"
+    for rel in ["a.jpg", "f.jpeg", "sub/b.PNG", "sub/c.webp", ".hidden.jpg", "._a.jpg", ".thumbs/d.jpg",
+                "sub/.cache/e.png"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(root / rel)
+    (root / "notes.txt").write_text("not a photo")
+    assert list_images(root) == [root / "a.jpg", root / "f.jpeg", root / "sub/b.PNG", root / "sub/c.webp"]
+
+
+def test_photos_are_read_upright_as_their_exif_orientation_says(tmp_path):
+    """A phone stores a portrait photo sideways with an EXIF orientation: the model must see it upright."""
+    from PIL import Image
+
+    from mcad_core.album.images import model_input, open_rgb
+
+    sideways = Image.new("RGB", (60, 30), (255, 0, 0))
+    sideways.paste((0, 0, 255), (30, 0, 60, 30))  # stored: red left half, blue right half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to show": red on top, blue below
+    path = tmp_path / "portrait.jpg"
+    sideways.save(path, "JPEG", exif=exif, quality=95)
+    upright = open_rgb(path)
+    assert upright.size == (30, 60)
+    assert np.abs(np.asarray(upright, int)[5, 15] - [255, 0, 0]).max() < 8
+    assert np.abs(np.asarray(upright, int)[55, 15] - [0, 0, 255]).max() < 8
+    x = model_input(path, 16)  # the centre square: red top half, blue bottom half
+    assert np.abs(x[:, 1, 8] - [1, 0, 0]).max() < 0.03 and np.abs(x[:, 14, 8] - [0, 0, 1]).max() < 0.03
+
+
+def test_litert_info_lines_are_dropped_and_its_other_lines_kept(capfd):
+    """LiteRT writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to fd 2 from C++ when an
+    interpreter is built: dropped; a warning or error it writes still reaches the user."""
+    from mcad_core.export.tflite import _without_native_info
+
+    with _without_native_info():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nWARNING: kept\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "WARNING: kept\nafter\n"
+
+
+@pytest.mark.slow
+def test_reindexing_one_folder_keeps_the_rows_of_the_others(album, tmp_path):
+    """One gallery, two folders: re-indexing the first (unchanged, or with a photo changed and one deleted)
+    leaves the second's rows as they were; hidden files are never indexed."""
+    from mcad_core.album.index import id_path
+    from mcad_core.export.gallery import open_gallery
+
+    photos = sorted(album["photos"].glob("*.png"))
+    a, b = copy_photos(photos[:20], tmp_path / "a"), copy_photos(photos[20:40], tmp_path / "b")
+    (tmp_path / "a" / ".thumbs").mkdir()
+    shutil.copy(photos[50], tmp_path / "a" / ".thumbs" / "t.png")
+    shutil.copy(photos[51], tmp_path / "a" / ".hidden.png")
+    gallery = tmp_path / "album.gallery"
+    assert "written; 20 photos" in index(album, tmp_path / "a", gallery).stdout
+    out = index(album, tmp_path / "b", gallery).stdout
+    assert "appended; 40 photos (20 added, 0 updated, 0 removed, 20 unchanged)" in out, out
+
+    def rows() -> dict[str, tuple]:
+        with open_gallery(gallery) as g:
+            return {id_path(i): (g.codes[r].tobytes(), g.residual[r].tobytes(), float(g.scales[r]))
+                    for r, i in enumerate(g.ids)}
+
+    before = rows()
+    assert sorted(before) == sorted(str(p) for p in a + b)
+    out = index(album, tmp_path / "a", gallery).stdout
+    assert "nothing to do; 40 photos (0 added, 0 updated, 0 removed, 40 unchanged)" in out, out
+    shutil.copyfile(photos[45], a[0])
+    a[1].unlink()
+    out = index(album, tmp_path / "a", gallery).stdout
+    assert "rewritten; 39 photos (0 added, 1 updated, 1 removed, 38 unchanged)" in out, out
+    after = rows()
+    assert {p: after[str(p)] for p in map(str, b)} == {p: before[str(p)] for p in map(str, b)}
+    assert str(a[1]) not in after and after[str(a[0])] != before[str(a[0])]
+
+
+@pytest.mark.slow
+def test_index_and_search_refuse_what_they_cannot_use_in_one_line(album, tmp_path):
+    from mcad_core.album.index import index_folder
+    from mcad_core.album.model import ExportedModel
+    from mcad_core.export.gallery import write_gallery
+
+    gallery = tmp_path / "album.gallery"
+    photo = next(album["photos"].glob("*.png"))
+    one_line_error(index(album, photo, gallery, ok=False), f"{photo}: not a folder")
+    one_line_error(index(album, tmp_path / "missing", gallery, ok=False), "missing: not a folder")
+    folder_out = tmp_path / "out"
+    folder_out.mkdir()
+    one_line_error(index(album, album["photos"], folder_out, ok=False), f"{folder_out}: is a folder; --out names")
+    model = ExportedModel(album["models"], "dynamic_int8")
+    with pytest.raises(McadError, match="is a folder"):
+        index_folder(album["photos"], model, folder_out, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    write_gallery(gallery, model.fingerprint, np.zeros((0, model.image.embed_dim), np.float32), [])
+    one_line_error(mcad("search", "a red circle", "--gallery", gallery, "--models", album["models"], ok=False),
+                   f"{gallery}: the gallery is empty")
+
+
+@pytest.mark.slow
+def test_two_index_runs_on_one_gallery_take_turns_and_keep_every_photo(album, tmp_path):
+    """Two processes index two folders into one gallery at once: the second waits for the first (one line
+    on stderr), and the gallery ends with every photo of both. Meanwhile a reader (what `mcad search`
+    opens) always finds a valid gallery, never fewer rows than before."""
+    from mcad_core.album.index import id_path
+    from mcad_core.album.model import ExportedModel
+    from mcad_core.export.gallery import gallery_lock, open_gallery
+
+    photos = sorted(album["photos"].glob("*.png"))
+    folders = {"a": copy_photos(photos[:30], tmp_path / "a"), "b": copy_photos(photos[30:], tmp_path / "b")}
+    gallery, logs = tmp_path / "album.gallery", tmp_path / "logs"
+    logs.mkdir()
+    fingerprint = ExportedModel(album["models"], "dynamic_int8").fingerprint
+    with gallery_lock(gallery):  # both start while the gallery is being written: both must wait their turn
+        procs = [start_index(album, tmp_path / name, gallery, 0.01, 4, logs / name) for name in folders]
+        wait_for(lambda: all("waiting for it to finish" in (logs / f"{n}.err").read_text() for n in folders),
+                 "both runs to wait", procs)
+    seen, reads = 0, 0
+    while any(p.poll() is None for p in procs):
+        ids = stored_rows(gallery, fingerprint)
+        assert len(ids) >= seen and set(map(id_path, ids)) <= {str(p) for p in folders["a"] + folders["b"]}
+        if ids:
+            with open_gallery(gallery, fingerprint) as g:
+                assert len(g.search(np.full(g.dim, 0.1, np.float32), 3)[0]) == min(3, len(g))
+            reads += 1
+        seen = len(ids)
+    for name, proc in zip(folders, procs):
+        assert proc.wait() == 0, (logs / f"{name}.err").read_text()
+        err = (logs / f"{name}.err").read_text().strip()
+        assert err == f"{gallery}: another `mcad index` is writing it; waiting for it to finish", err
+    outs = sorted((logs / f"{n}.out").read_text() for n in folders)
+    assert "appended; 60 photos (30 added" in outs[0] and "written; 30 photos (30 added" in outs[1], outs
+    assert sorted(map(id_path, stored_rows(gallery, fingerprint))) == sorted(str(p) for p in folders["a"] + folders["b"])
+    assert leftovers(tmp_path) == []
+    print(f"{reads} reads while the two runs wrote")
+
+
+@pytest.mark.slow
+def test_a_killed_index_keeps_what_it_saved_and_the_rerun_embeds_only_the_rest(album, tmp_path, monkeypatch):
+    """SIGKILL part-way, after some chunks were saved: the gallery is valid and holds whole chunks; the
+    re-run embeds only the photos not yet stored, and ends with the same rows as one uninterrupted run."""
+    from mcad_core.album import index as index_module
+    from mcad_core.album.index import id_path
+    from mcad_core.album.model import ExportedModel
+    from mcad_core.export.gallery import open_gallery
+
+    photos = copy_photos(sorted(album["photos"].glob("*.png")), tmp_path / "photos")
+    gallery = tmp_path / "album.gallery"
+    fingerprint = ExportedModel(album["models"], "dynamic_int8").fingerprint
+    proc = start_index(album, tmp_path / "photos", gallery, 0.05, 5, tmp_path / "killed")
+    wait_for(lambda: len(stored_rows(gallery, fingerprint)) >= 15, "three saved chunks", [proc])
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    saved = stored_rows(gallery, fingerprint)
+    assert 15 <= len(saved) < N_IMAGES and len(saved) % 5 == 0, len(saved)
+    assert [id_path(i) for i in saved] == [str(p) for p in photos[:len(saved)]]
+
+    embedded = []
+    decode = index_module.model_input
+    monkeypatch.setattr(index_module, "model_input", lambda path, size: embedded.append(path) or decode(path, size))
+    out = index(album, tmp_path / "photos", gallery).stdout
+    missing = N_IMAGES - len(saved)
+    assert f"appended; {N_IMAGES} photos ({missing} added, 0 updated, 0 removed, {len(saved)} unchanged)" in out, out
+    assert embedded == photos[len(saved):]
+    monkeypatch.undo()
+
+    whole = tmp_path / "whole.gallery"
+    index(album, tmp_path / "photos", whole)
+
+    def rows(path: Path) -> dict[str, tuple]:
+        with open_gallery(path, fingerprint) as g:
+            return {i: (g.codes[r].tobytes(), g.residual[r].tobytes(), float(g.scales[r]), float(g.residual_scales[r]))
+                    for r, i in enumerate(g.ids)}
+
+    assert rows(gallery) == rows(whole)
+    assert leftovers(tmp_path) == []

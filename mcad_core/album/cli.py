@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from mcad_core.album.index import CHUNK_PHOTOS
 from mcad_core.cli import one_line_errors
 from mcad_core.errors import McadError
 from mcad_core.export.tflite import FORMATS
@@ -37,18 +38,26 @@ def main() -> None:
 @models_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="dynamic_int8", show_default=True,
               help="Which exported files embed the photos (search then uses the same format).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="album.gallery",
+# --out is not dir_okay=False: click's error for a folder is three lines, index_folder's is one
+@click.option("--out", type=click.Path(path_type=Path), default="album.gallery",
               show_default=True, help="Gallery file: created, or brought up to date with the folder.")
 @threads_option
+@click.option("--save-every", "chunk", default=CHUNK_PHOTOS, show_default=True, type=click.IntRange(1),
+              help="Photos embedded between two crash-safe saves: a killed run keeps what it saved.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @one_line_errors
-def index(photos_dir: Path, models_dir: Path, fmt: str, out: Path, threads: int, progress: bool) -> None:
+def index(photos_dir: Path, models_dir: Path, fmt: str, out: Path, threads: int, chunk: int, progress: bool) -> None:
     """Embed every photo (jpg, png, webp) below PHOTOS_DIR into the gallery file; a re-run adds only
-    new and changed photos (and drops deleted ones)."""
+    new and changed photos (and drops deleted ones), and finishes what a killed run started. Two runs
+    on one gallery take turns."""
     from mcad_core.album.index import index_folder
     from mcad_core.album.model import ExportedModel
 
-    report = index_folder(photos_dir, ExportedModel(models_dir, fmt, threads), out, progress=progress)
+    def waiting() -> None:
+        click.echo(f"{out}: another `mcad index` is writing it; waiting for it to finish", err=True)
+
+    report = index_folder(photos_dir, ExportedModel(models_dir, fmt, threads), out, progress=progress,
+                          chunk=chunk, on_wait=waiting)
     done = report.added + report.updated
     rate = f", {report.embed_s / done * 1e3:.2f} ms a photo" if done else ""
     click.echo(f"{out}: {report.written}; {report.rows} photos ({report.added} added, {report.updated} updated, "

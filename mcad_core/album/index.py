@@ -3,17 +3,24 @@
 Each gallery row's id is ``<absolute path>\\t<size in bytes>\\t<mtime in ns>``: the path is
 what search shows, size and mtime tell a re-run whether the file changed since it was
 embedded (as rsync and make decide, without reading every photo again). A re-run embeds the
-new and changed photos; if it only found new ones it appends them (``append_gallery``),
-otherwise (changed or deleted photos under the folder) it rewrites the file atomically from
-the kept rows and the new ones. Unreadable photos are skipped, reported, and tried again on
-the next run. Rows of photos outside the folder being indexed are kept as they are, so one
+new and changed photos and appends them (``append_gallery``); if photos under the folder
+changed or were deleted, it first rewrites the file atomically without their rows. Unreadable
+photos are skipped, reported, and tried again on the next run. Rows of photos outside the folder being indexed are kept as they are, so one
 gallery can hold several folders.
+
+A run holds the gallery's writer lock (``gallery.gallery_lock``) from reading the gallery to its
+last write, so two runs on one gallery take turns and neither loses the other's rows. It stores
+the embedded rows ``CHUNK_PHOTOS`` at a time, each store crash-safe (an atomic new file, then
+appends that commit their count last); rows of changed and deleted photos are dropped first.
+So a run killed part-way leaves a valid gallery with what it stored, and the next run embeds
+only the photos still missing.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +30,8 @@ from mcad_core.album.images import list_images, model_input
 from mcad_core.album.model import ExportedModel
 from mcad_core.errors import McadError
 from mcad_core.export.tflite import _one_line
+
+CHUNK_PHOTOS = 256  # photos embedded between two stores: a kill loses at most ~0.5 s of work (2 ms a photo)
 
 
 def photo_id(path: Path, stat: os.stat_result) -> str:
@@ -50,15 +59,16 @@ class IndexReport:
     written: str = "nothing to do"
 
 
-def _embed(model: ExportedModel, paths: list[Path], report: IndexReport, progress: bool
-           ) -> tuple[np.ndarray, list[str]]:
-    """Embed each photo; broken ones go to ``report.skipped`` instead of stopping the run."""
+def _embed(model: ExportedModel, paths: list[Path], report: IndexReport, progress: bool, chunk: int
+           ) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """Embed each photo, yielding the rows ``chunk`` photos at a time (the caller stores each before the
+    next is embedded); broken photos go to ``report.skipped`` instead of stopping the run."""
     from tqdm import tqdm
 
     rows, ids = [], []
     size = model.image_size
-    start = time.perf_counter()
     for path in tqdm(paths, desc="index", unit="photo", disable=not progress):
+        start = time.perf_counter()
         try:
             stat = path.stat()
             photo_id(path, stat).encode("utf-8")
@@ -70,16 +80,25 @@ def _embed(model: ExportedModel, paths: list[Path], report: IndexReport, progres
             report.skipped.append((path, _one_line(err)))
             continue
         rows.append(model.image.encode_one(x))
+        report.embed_s += time.perf_counter() - start
         ids.append(photo_id(path, stat))
-    report.embed_s = time.perf_counter() - start
-    emb = np.stack(rows) if rows else np.zeros((0, model.image.embed_dim), np.float32)
-    return emb, ids
+        if len(ids) == chunk:
+            yield np.stack(rows), ids
+            rows, ids = [], []
+    if ids:
+        yield np.stack(rows), ids
 
 
-def index_folder(photos_dir: str | Path, model: ExportedModel, out: str | Path, progress: bool = True) -> IndexReport:
-    """Embed the photos of ``photos_dir`` into the gallery ``out`` (created, appended or rewritten)."""
-    from mcad_core.export.gallery import append_gallery, open_gallery, write_gallery, write_quantized_gallery
-    from mcad_core.export.search import Int8Gallery, quantize_gallery
+def index_folder(photos_dir: str | Path, model: ExportedModel, out: str | Path, progress: bool = True,
+                 chunk: int = CHUNK_PHOTOS, on_wait: Callable[[], None] | None = None) -> IndexReport:
+    """Embed the photos of ``photos_dir`` into the gallery ``out`` (created, appended or rewritten).
+
+    Holds the gallery's writer lock throughout, so a second run on the same gallery waits its turn
+    (``on_wait`` is told) instead of overwriting this one's rows. Rows are stored ``chunk`` photos at
+    a time, each store crash-safe, so a killed run keeps what it stored and the next run embeds only
+    the rest.
+    """
+    from mcad_core.export.gallery import append_gallery, gallery_lock, write_gallery
 
     photos_dir, out = Path(photos_dir), Path(out)
     if not photos_dir.is_dir():
@@ -90,38 +109,42 @@ def index_folder(photos_dir: str | Path, model: ExportedModel, out: str | Path, 
     if not photos:
         raise McadError(f"{photos_dir}: no photos found (looked for {', '.join(('jpg', 'png', 'webp'))} files, recursively)")
     report = IndexReport(out)
+    with gallery_lock(out, on_wait):
+        existed = out.exists()
+        todo, new = _drop_stale_rows(out, model, photos, photos_dir, report) if existed else ([], photos)
+        stored: set[str] = set()
+        for emb, ids in _embed(model, todo + new, report, progress, chunk):
+            (append_gallery if existed or stored else write_gallery)(out, model.fingerprint, emb, ids)
+            stored.update(id_path(i) for i in ids)
+    if not existed and not stored:
+        raise McadError(f"{photos_dir}: none of the {len(photos)} photos could be read "
+                        f"(first: {report.skipped[0][0]}: {report.skipped[0][1]}); no gallery written")
+    report.updated = sum(str(p) in stored for p in todo)
+    report.added = sum(str(p) in stored for p in new)
+    report.removed += len(todo) - report.updated  # a changed photo that no longer reads loses its row
+    report.rows = report.unchanged + len(stored)
+    if stored and report.written == "nothing to do":
+        report.written = "appended" if existed else "written"
+    return report
 
-    if not out.exists():
-        emb, ids = _embed(model, photos, report, progress)
-        if not ids:
-            raise McadError(f"{photos_dir}: none of the {len(photos)} photos could be read "
-                            f"(first: {report.skipped[0][0]}: {report.skipped[0][1]}); no gallery written")
-        write_gallery(out, model.fingerprint, emb, ids)
-        report.rows, report.added, report.written = len(ids), len(ids), "written"
-        return report
+
+def _drop_stale_rows(out: Path, model: ExportedModel, photos: list[Path], photos_dir: Path, report: IndexReport
+                     ) -> tuple[list[Path], list[Path]]:
+    """Compare the gallery with the folder and rewrite it without the rows of changed and deleted photos
+    (before embedding anything, so a killed run leaves no stale row). Returns (changed photos, new photos)."""
+    from mcad_core.export.gallery import open_gallery, write_quantized_gallery
 
     with open_gallery(out, model.fingerprint) as g:
         old_ids = list(g.ids)
         keep, todo, gone = _compare(old_ids, photos, photos_dir)
-        listed = {id_path(old_ids[i]) for i in keep} | {str(p) for p in todo}
-        new = [p for p in photos if str(p) not in listed]
-        emb, ids = _embed(model, todo + new, report, progress)
-        embedded = {id_path(i) for i in ids}
-        report.updated = sum(str(p) in embedded for p in todo)
-        report.added = sum(str(p) in embedded for p in new)
-        report.removed = gone + len(todo) - report.updated  # a changed photo that no longer reads loses its row
-        report.unchanged = len(keep)
         if todo or gone:
             kept = g.rows.take(keep)  # stored codes as they are: a rewrite never re-rounds a kept row
     if todo or gone:
-        write_quantized_gallery(out, model.fingerprint, Int8Gallery.concat([kept, quantize_gallery(emb)]),
-                                [old_ids[i] for i in keep] + ids)
+        write_quantized_gallery(out, model.fingerprint, kept, [old_ids[i] for i in keep])
         report.written = "rewritten"
-    elif ids:
-        append_gallery(out, model.fingerprint, emb, ids)
-        report.written = "appended"
-    report.rows = len(keep) + len(ids)
-    return report
+    listed = {id_path(old_ids[i]) for i in keep} | {str(p) for p in todo}
+    report.unchanged, report.removed = len(keep), gone
+    return todo, [p for p in photos if str(p) not in listed]
 
 
 def _compare(old_ids: list[str], photos: list[Path], photos_dir: Path) -> tuple[list[int], list[Path], int]:
