@@ -3,7 +3,8 @@
 DVC 3 has no experiment checkpoints, so resume comes from the training code. A
 checkpoint is only resumed when it was written by a run with the same key (params,
 data and seed); otherwise it is stale and is cleared, so changing a param never
-silently continues an old run.
+silently continues an old run. Only one process may prepare the folder: under torchrun,
+rank 0 does it (``mcad.distributed.shared_checkpoint_dir``) while the others wait.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ def main(variant: str, params_path: str) -> None:
 
     Under `torchrun --nproc_per_node N stages/distill.py --variant mcad` it trains with DDP.
     """
-    from mcad_core.checkpoint import checkpoint_dir, run_key
-    from mcad_core.mcad.distributed import distributed_context
+    from mcad_core.checkpoint import run_key
+    from mcad_core.mcad.distributed import distributed_context, shared_checkpoint_dir
     from mcad_core.mcad.targets import teacher_fingerprints
     from mcad_core.mcad.train import distill_student, load_distill_inputs
     from mcad_core.mcad.variants import VARIANTS
@@ -30,15 +30,16 @@ def main(variant: str, params_path: str) -> None:
     params = load_params(params_path)
     if variant not in VARIANTS:
         raise click.BadParameter(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    data, tokenizer = load_distill_inputs(params, variant, PREPARED, TEACHERS, CACHE, FUSED)
-    key = run_key(variant, params.seed, params.distill.model_dump(exclude={"variants"}),
-                  params.fuse.model_dump(by_alias=True), teacher_fingerprints(TEACHERS))
-    ckpt = checkpoint_dir(Path("models/checkpoints") / variant, key)
     with distributed_context(params.device) as (rank, world, device):
+        data, tokenizer = load_distill_inputs(params, variant, PREPARED, TEACHERS, CACHE, FUSED, progress=rank == 0)
+        # The rank count is in the key: a checkpoint's LR schedule is sized for its ranks' step count.
+        key = run_key(variant, params.seed, params.distill.model_dump(exclude={"variants"}),
+                      params.fuse.model_dump(by_alias=True), teacher_fingerprints(TEACHERS), world)
+        ckpt = shared_checkpoint_dir(Path("models/checkpoints") / variant, key, rank, world)
         with live_logger(Path("reports/live") / variant, resume=(ckpt / "last.pt").is_file(), enabled=rank == 0) as log:
             model = distill_student(variant, params.distill, data, tokenizer.vocab_size, ckpt, params.seed,
                                     device=device, log=log, rank=rank, world_size=world,
-                                    precision=params.precision)
+                                    precision=params.precision, progress=rank == 0)
         if rank == 0:
             save_student(model.cpu(), tokenizer, Path("models/student") / variant)
 
