@@ -217,10 +217,23 @@ def _resume(ckpt_dir: Path, modules: Any, opt: Any, sched: Any) -> int:
 
 
 def ddp_wrap(modules: Any) -> Any:
-    """Wrap for DistributedDataParallel (the process group is already initialised by the caller)."""
+    """Wrap for DistributedDataParallel (the process group is already initialised by the caller).
+
+    DDP waits for a gradient of every parameter each step, but a step's loss may skip outputs: the
+    feature heads with ``w_feat`` 0, ``g`` and the scale in a batch with no labelled pair. So every
+    other output enters ``f`` (always in the loss) with weight 0 and skipped parameters get zero
+    gradients; the student's weights come out bit for bit as with ``find_unused_parameters=True``
+    (measured), without its graph search every step and its warning (it finds no unused parameter,
+    the heads' outputs being returned). A static graph fails on those heads.
+    """
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(modules, find_unused_parameters=True)
+    def all_outputs_in_loss(_module: Any, _inputs: Any, out: tuple[Any, ...]) -> tuple[Any, ...]:
+        f, *rest = out
+        return (f + 0.0 * sum(x.float().mean() for x in rest), *rest)
+
+    modules.register_forward_hook(all_outputs_in_loss)
+    return DistributedDataParallel(modules, find_unused_parameters=False)
 
 
 def build_distill_data(variant: str, train_records: list[dict], texts: list[str], val_records: list[dict],
