@@ -13,7 +13,7 @@ from mcad_core.errors import McadError
 
 COLUMNS = ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "rsum", "twin_acc", "twin_colour", "twin_size", "twin_relation")
 BASELINES = ("dual_kd", "contrastive")
-DIFF_COLUMNS = ("rsum", "twin_acc", "twin_relation")
+DIFF_COLUMNS = ("rsum", "twin_acc", "twin_colour", "twin_size", "twin_relation")
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
@@ -52,13 +52,19 @@ def _paired_cell(entry: dict | None) -> str:
     return f"{f'**{head}**' if entry['beyond_2std'] else head} ({' / '.join(f'{d:+.2f}' for d in entry['diffs'])})"
 
 
-def ablation_markdown(summary: dict, seeds: list[int], overrides: list[str] | tuple[str, ...] = (),
-                      columns: tuple[str, ...] = COLUMNS, diff_columns: tuple[str, ...] = DIFF_COLUMNS) -> str:
-    """``reports/ablation.md``: mean ± std per variant, then the paired differences to each baseline."""
-    setting = f", params overridden: `{' '.join(overrides)}`" if overrides else ""
+def ablation_markdown(summary: dict, seeds: list[int], configs: dict[str, list[str]] | None = None,
+                      tuning_seeds: list[int] | None = None, columns: tuple[str, ...] = COLUMNS,
+                      diff_columns: tuple[str, ...] = DIFF_COLUMNS) -> str:
+    """``reports/ablation.md``: each variant's config, mean ± std per variant, then the paired
+    differences to each baseline."""
     seed_list = ", ".join(map(str, seeds))
-    lines = [f"# Ablation: {len(seeds)} seeds ({seed_list}), test split, mean ± std{setting}\n",
-             "| variant | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines = [f"# Ablation: {len(seeds)} seeds ({seed_list}), test split, mean ± std\n"]
+    if tuning_seeds is not None:
+        lines.append(f"Configs chosen on val with distill.seed {', '.join(map(str, tuning_seeds))} "
+                     "(reports/tuning.md); the seeds here were never used in tuning.\n")
+    for variant, overrides in (configs or {}).items():
+        lines.append(f"- `{variant}`: " + (" ".join(f"`{o}`" for o in overrides) or "params.yaml as is"))
+    lines += ["", "| variant | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for variant, cols in summary["stats"].items():
         lines.append(f"| {variant} | " + " | ".join(f"{cols[c]['mean']:.2f} ± {cols[c]['std']:.2f}" if c in cols
                                                   else "–" for c in columns) + " |")

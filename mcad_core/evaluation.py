@@ -139,7 +139,7 @@ def student_metrics(model: object, tokenizer: object, records: list[dict], prepa
 
     from mcad_core.data.images import StreamedImages
     from mcad_core.data.manifest import flatten_captions, twin_index, twin_kinds
-    from mcad_core.mcad.train import encode_all
+    from mcad_core.models.student import encode_all
     from mcad_core.models.student import params_m
 
     captions, cap_image = flatten_captions(records)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from mcad_core.errors import McadError
 
@@ -57,6 +57,7 @@ class DataParams(_Group):
 class DualTeacherParams(_Group):
     model: str = "mcad-dual-tiny"
     pretrained: str | None = None
+    preprocess_tag: str | None = None  # the open_clip tag a local checkpoint came from (its preprocessing)
     epochs: int = Field(5, ge=0)
     batch_size: PositiveInt = 128
     lr: PositiveFloat = 2e-3
@@ -65,6 +66,7 @@ class DualTeacherParams(_Group):
 class SingleTeacherParams(_Group):
     model: str = "region"
     pretrained: str | None = None
+    itm_token: Literal["enc", "cls"] = "enc"  # BLIP: [ENC] at position 0 as its authors ran ITM, or HF's [CLS]
     epochs: int = Field(1, ge=0)
     batch_size: PositiveInt = 128
     lr: PositiveFloat = 1e-3
@@ -106,10 +108,24 @@ class DistillParams(_Group):
     w_hard: float = Field(3.0, ge=0)
     hard_batch_frac: float = Field(1.0, ge=0, le=1)
     images: Literal["memory", "stream"] = "memory"
+    # Each variant at its own val-chosen setting (reports/tuning.md): {variant: {key: value}} over the keys above.
+    per_variant: dict[Variant, dict[str, float | int | str | bool]] = {"mcad": {"w_hard": 1.0}}
 
+    @model_validator(mode="after")
+    def _overrides_are_valid(self) -> DistillParams:
+        for variant in self.per_variant:
+            self.for_variant(variant)
+        return self
 
-class EvaluateParams(_Group):
-    batch_size: PositiveInt = 256
+    def for_variant(self, variant: str) -> DistillParams:
+        """The settings ``variant`` trains with: the shared ones, then its ``per_variant`` overrides."""
+        over = self.per_variant.get(variant, {})
+        if {"variants", "per_variant"} & over.keys():
+            raise ValueError(f"per_variant.{variant}: variants and per_variant cannot be overridden")
+        try:
+            return DistillParams.model_validate({**self.model_dump(exclude={"per_variant"}), **over, "per_variant": {}})
+        except ValidationError as err:
+            raise ValueError(f"per_variant.{variant}: {_first_error(err)}") from None
 
 
 class ExportParams(_Group):
@@ -137,7 +153,6 @@ class Params(_Group):
     cache: CacheParams = CacheParams()
     fuse: FuseParams = FuseParams()
     distill: DistillParams = DistillParams()
-    evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
     bench: BenchParams = BenchParams()
 

@@ -24,7 +24,6 @@ def main(params_path: str) -> None:
     from mcad_core.io import atomic_path
     from mcad_core.mcad.cache import build_cache, cache_fingerprint, save_tensors
     from mcad_core.models.teachers import load_teachers
-    from mcad_core.precision import autocast
 
     params = load_params(params_path)
     dual, cross = load_teachers(TEACHERS, params.device)
@@ -34,10 +33,10 @@ def main(params_path: str) -> None:
             manifest = PREPARED / f"{split}.jsonl"
             pool = PREPARED / TEXTS_FILE if split == "train" else None
             cfg = params.cache
-            with autocast(params.device, params.precision):
-                tensors = build_cache(read_manifest(manifest), PREPARED, dual, cross, cfg.hard_k, cfg.text_k,
-                                      cfg.batch_size, texts=read_texts(pool) if pool else [],
-                                      chunk_images=cfg.chunk_images, workers=params.workers)
+            # fp32 even where precision is bf16: the cache runs once and every target comes from it.
+            tensors = build_cache(read_manifest(manifest), PREPARED, dual, cross, cfg.hard_k, cfg.text_k,
+                                  cfg.batch_size, texts=read_texts(pool) if pool else [],
+                                  chunk_images=cfg.chunk_images, workers=params.workers)
             fingerprint = cache_fingerprint(dual.fingerprint(), cross.fingerprint(), manifest, cfg.hard_k, cfg.text_k,
                                             pool)
             save_tensors(tmp / f"{split}.safetensors", tensors, fingerprint)

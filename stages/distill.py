@@ -37,7 +37,7 @@ def main(variant: str, params_path: str) -> None:
                       params.fuse.model_dump(by_alias=True), teacher_fingerprints(TEACHERS), world)
         ckpt = shared_checkpoint_dir(Path("models/checkpoints") / variant, key, rank, world)
         with live_logger(Path("reports/live") / variant, resume=(ckpt / "last.pt").is_file(), enabled=rank == 0) as log:
-            model = distill_student(variant, params.distill, data, tokenizer.vocab_size, ckpt, params.seed,
+            model = distill_student(variant, params.distill.for_variant(variant), data, tokenizer.vocab_size, ckpt, params.distill.seed,
                                     device=device, log=log, rank=rank, world_size=world,
                                     precision=params.precision, progress=rank == 0)
         if rank == 0:

@@ -26,8 +26,10 @@ def main(params_path: str) -> None:
     params = load_params(params_path)
     ex = params.export
     with atomic_path(OUT) as tmp:
-        report = run_export(STUDENTS / ex.variant, PREPARED, tmp, list(ex.formats), ex.calib_samples, params.seed)
+        report, timings = run_export(STUDENTS / ex.variant, PREPARED, tmp, list(ex.formats), ex.calib_samples, params.seed)
     write_json(REPORT, {"variant": ex.variant, **report})
+    click.echo("conversion seconds (not in the tracked report): "
+               + ", ".join(f"{name} {seconds:.1f}" for name, seconds in timings.items()))
     write_json(METRICS, export_metrics(report))
 
 

@@ -19,6 +19,7 @@ def make_prepared(root: Path, n_train: int = 40, n_val: int = 16, n_test: int = 
     from mcad_core.params import DataParams
 
     params = DataParams.model_validate({"synthetic": {"n_train": n_train, "n_val": n_val, "n_test": n_test,
+                                                      "n_teacher": n_train, "n_teacher_val": n_val,
                                                       "captions_per_image": 3}})
     out = root / "prepared"
     prepare_dataset(params, out, root / "data.json", root / "sheet.png", progress=False)
@@ -26,7 +27,8 @@ def make_prepared(root: Path, n_train: int = 40, n_val: int = 16, n_test: int = 
 
 
 def tiny_teachers(records: list[dict]):
-    """A randomly initialised dual teacher and region cross-encoder (deterministic)."""
+    """A randomly initialised dual teacher and region cross-encoder (deterministic); ``records``
+    give the cross-encoder's vocabulary (the teachers' corpus)."""
     import torch
 
     from mcad_core.models.dual import load_dual_teacher

@@ -36,7 +36,7 @@ def test_summarise_means_stds_and_paired_differences():
     kd = s["paired"]["contrastive"]["dual_kd"]
     assert kd["rsum"] == {"diffs": [50, 50, 50], "mean": 50, "std": 0.0, "beyond_2std": True}
     assert kd["twin_acc"]["mean"] == 10 and kd["twin_acc"]["std"] == 1 and kd["twin_acc"]["beyond_2std"]
-    assert set(kd) == {"rsum", "twin_acc", "twin_relation"}
+    assert set(kd) == {"rsum", "twin_acc", "twin_colour", "twin_size", "twin_relation"}
 
 
 def test_one_seed_is_never_beyond_two_std_and_missing_columns_are_left_out():
@@ -54,16 +54,20 @@ def test_runs_must_pair_up_seed_by_seed():
 
 
 def test_ablation_markdown_tables():
-    md = ablation_markdown(summarise(RUNS), [0, 1, 2], ["fuse.lambda=0"])
+    configs = {"contrastive": [], "dual_kd": ["distill.w_hard=1.0"], "mcad": ["fuse.lambda=0"]}
+    md = ablation_markdown(summarise(RUNS), [0, 1, 2], configs, [100])
     lines = md.splitlines()
-    assert lines[0] == "# Ablation: 3 seeds (0, 1, 2), test split, mean ± std, params overridden: `fuse.lambda=0`"
-    assert lines[2] == ("| variant | t2i_r1 | t2i_r5 | i2t_r1 | i2t_r5 | rsum | twin_acc | twin_colour | twin_size"
-                        " | twin_relation |")
+    assert lines[0] == "# Ablation: 3 seeds (0, 1, 2), test split, mean ± std"
+    assert "with distill.seed 100" in lines[2]
+    assert "- `mcad`: `fuse.lambda=0`" in lines and "- `contrastive`: params.yaml as is" in lines
+    assert ("| variant | t2i_r1 | t2i_r5 | i2t_r1 | i2t_r5 | rsum | twin_acc | twin_colour | twin_size"
+            " | twin_relation |") in lines
     assert "| dual_kd | 50.00 ± 0.00 | 90.00 ± 0.00 | 55.00 ± 0.00 | 91.00 ± 0.00 | 495.00 ± 5.00 |" in md
-    assert "| variant | baseline | Δ rsum | Δ twin_acc | Δ twin_relation |" in lines
-    assert ("| mcad | dual_kd | +2.67 ± 4.16 (+4.00 / -2.00 / +6.00) | +0.00 ± 0.00 (+0.00 / +0.00 / +0.00)"
+    assert "| variant | baseline | Δ rsum | Δ twin_acc | Δ twin_colour | Δ twin_size | Δ twin_relation |" in lines
+    zero = "+0.00 ± 0.00 (+0.00 / +0.00 / +0.00)"
+    assert (f"| mcad | dual_kd | +2.67 ± 4.16 (+4.00 / -2.00 / +6.00) | {zero} | {zero} | {zero}"
             " | +1.00 ± 1.00 (+1.00 / +2.00 / +0.00) |") in lines
     assert ("| dual_kd | contrastive | **+50.00 ± 0.00** (+50.00 / +50.00 / +50.00) | **+10.00 ± 1.00**"
-            " (+10.00 / +11.00 / +9.00) | **+6.33 ± 1.15** (+5.00 / +7.00 / +7.00) |") in lines
+            f" (+10.00 / +11.00 / +9.00) | {zero} | {zero} | **+6.33 ± 1.15** (+5.00 / +7.00 / +7.00) |") in lines
     # A header and 3 variants, then a header and 2 baselines x 2 other variants.
     assert sum(line.startswith("| ") for line in lines) == 1 + 3 + 1 + 4

@@ -6,12 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mcad_core.mcad.fusion import FuseSettings, first_caption_index, fused_features, run_fusion
+from mcad_core.mcad.fusion import FuseSettings, pair_groups, run_fusion
 
 
 def twin_cache(n_pairs: int = 100, d: int = 8, hdim: int = 16, k: int = 3, seed: int = 0, nuisance: float = 0.0) -> dict:
     """A cache where twins look identical to the dual teacher (same v, t) but not to the
-    cross-encoder: its fused vector h carries a per-scene code and its logits rank own > twin."""
+    cross-encoder: its fused vector h carries a per-scene code and its logits rank own > twin.
+    Every photo has 2 captions (slots); cached pairs: own captions (m 4), the twin's captions
+    (m −4) and k − 1 random photos' captions (m 0)."""
     g = torch.Generator().manual_seed(seed)
     n = 2 * n_pairs
     base = F.normalize(torch.randn(n_pairs, d, generator=g), dim=1).repeat_interleave(2, 0)
@@ -23,14 +25,22 @@ def twin_cache(n_pairs: int = 100, d: int = 8, hdim: int = 16, k: int = 3, seed:
     cap_image = torch.arange(n).repeat_interleave(caps_per)
     t = base[cap_image] + 0.01 * torch.randn(n * caps_per, d, generator=g)
     twin = torch.arange(n) ^ 1
-    others = torch.stack([torch.randperm(n, generator=g)[: k - 1] for _ in range(n)])
-    nbr = torch.cat([twin.unsqueeze(1), others], 1)
-    m_img_nbr = torch.where(nbr == twin.unsqueeze(1), torch.tensor(-4.0), torch.tensor(0.0))
+    pairs: dict[int, float] = {}
+    for i in range(n):
+        for c in range(caps_per):
+            pairs[i * n * caps_per + i * caps_per + c] = 4.0
+            pairs[i * n * caps_per + int(twin[i]) * caps_per + c] = -4.0
+        for j in torch.randperm(n, generator=g)[: k - 1].tolist():
+            if j not in (i, int(twin[i])):
+                pairs[i * n * caps_per + j * caps_per] = 0.0
+    keys = torch.tensor(sorted(pairs))
     return {
-        "v": base.clone(), "t": F.normalize(t, dim=1), "cap_image": cap_image,
-        "h": code[cap_image] + 0.05 * torch.randn(n * caps_per, hdim, generator=g),
-        "m_own": torch.full((n * caps_per,), 4.0), "nbr": nbr,
-        "m_img_nbr": m_img_nbr, "m_nbr_img": m_img_nbr.clone(),
+        "v": base.clone(), "t": F.normalize(t, dim=1), "slot_image": cap_image, "slot_text": torch.arange(n * caps_per),
+        "slot_labelled": torch.ones(n * caps_per, dtype=torch.bool),
+        "slot_h": code[cap_image] + 0.05 * torch.randn(n * caps_per, hdim, generator=g),
+        "slot_m": torch.full((n * caps_per,), 4.0), "nbr": twin.unsqueeze(1),
+        "pair_key": keys, "pair_m": torch.tensor([pairs[k] for k in keys.tolist()]),
+        "n_texts": torch.tensor([n * caps_per]),
     }
 
 
@@ -58,8 +68,8 @@ def test_lambda_zero_keeps_dual_features_and_alpha_scales_logits():
     assert torch.equal(tensors["v"], train["v"]) and torch.equal(tensors["t"], train["t"])
     assert "proj" not in tensors
     m_ref = float(tensors["m_ref"])
-    assert m_ref == pytest.approx(float(torch.cat([train[k].reshape(-1) for k in ("m_own", "m_img_nbr", "m_nbr_img")]).mean()))
-    assert torch.allclose(tensors["s_img_nbr"], 2.0 * (train["m_img_nbr"] - m_ref) / 0.5)
+    assert m_ref == pytest.approx(float(train["pair_m"].mean()))
+    assert torch.allclose(tensors["s_pair"], 2.0 * (train["pair_m"] - m_ref) / 0.5)
     assert report["fused_features_true_top1"] == report["dual_true_top1"]
 
 
@@ -68,30 +78,47 @@ def test_below_positive_shift_only_lowers_pairs_and_keeps_the_true_vs_twin_gap()
     settings = dict(lam=0.0, alpha=1.0, tau_m=2.0, projection="ranking")
     centred, _ = run_fusion(train, val, FuseSettings(**settings), 0.1, progress=False)
     lowered, _ = run_fusion(train, val, FuseSettings(shift="below_positive", **settings), 0.1, progress=False)
-    assert float(lowered["m_ref"]) == pytest.approx(float(train["m_own"].mean()))
-    for name in ("s_own", "s_img_nbr", "s_nbr_img"):
-        assert (lowered[name] <= 0).all()
-    assert (centred["s_own"] > 0).all()  # centred lifts every true pair above uncached negatives
-    ref = first_caption_index(train["cap_image"], train["v"].shape[0])  # rows of m_img_nbr use c*_i
-    below = train["m_img_nbr"] < float(train["m_own"].min())  # pairs every true pair outscores
-    gap_centred = centred["s_own"][ref, None] - centred["s_img_nbr"]
-    gap_lowered = lowered["s_own"][ref, None] - lowered["s_img_nbr"]
-    keep = below & (lowered["s_own"][ref, None] == 0)
-    assert keep.any()
-    assert torch.allclose(gap_centred[keep], gap_lowered[keep])
+    # the reference is the mean logit of the user's own captioned pairs
+    assert float(lowered["m_ref"]) == pytest.approx(float(train["slot_m"].mean()))
+    assert (lowered["s_pair"] <= 0).all()
+    own, twin = train["pair_m"] == 4.0, train["pair_m"] == -4.0
+    assert (centred["s_pair"][own] > 0).all()  # centred lifts every true pair above uncached negatives
+    # true pairs keep 0; the gap true − twin is the same under both shifts
+    assert (lowered["s_pair"][own] == 0).all()
+    gap_c = centred["s_pair"][own].mean() - centred["s_pair"][twin].mean()
+    gap_l = lowered["s_pair"][own].mean() - lowered["s_pair"][twin].mean()
+    assert torch.allclose(gap_c, gap_l)
 
 
-def test_pca_projection_is_deterministic_and_unit_norm():
+def test_pca_projection_is_deterministic_and_follows_the_formula():
     cache = twin_cache()
     settings = FuseSettings(lam=0.5, alpha=0.0, tau_m=1.0, projection="pca")
     a, _ = run_fusion(cache, twin_cache(seed=3), settings, 0.1, progress=False)
     b, _ = run_fusion(cache, twin_cache(seed=3), settings, 0.1, progress=False)
     assert torch.equal(a["v"], b["v"])
-    assert torch.allclose(a["t"].norm(dim=1), torch.ones(len(a["t"])), atol=1e-5)
-    v_t, _ = fused_features(cache, a["proj"], 0.5)
-    assert torch.allclose(v_t, a["v"])
+    proj = a["proj"]
+    # ṽ_i = norm(v_i + λ·norm(P h̄_i)), h̄_i the mean slot h of photo i (2 captions each), by hand
+    h_bar = cache["slot_h"].view(-1, 2, cache["slot_h"].shape[1]).mean(1)
+    want_v = F.normalize(cache["v"] + 0.5 * F.normalize(h_bar @ proj.T, dim=1), dim=1)
+    want_t = F.normalize(cache["t"] + 0.5 * F.normalize(cache["slot_h"] @ proj.T, dim=1), dim=1)
+    assert torch.allclose(a["v"], want_v, atol=1e-6) and torch.allclose(a["t"], want_t, atol=1e-6)
 
 
-def test_first_caption_index():
-    cap_image = torch.tensor([0, 0, 0, 1, 2, 2])
-    assert first_caption_index(cap_image, 3).tolist() == [0, 3, 4]
+def test_pool_texts_without_a_slot_keep_the_dual_feature():
+    cache = twin_cache()
+    extra = F.normalize(torch.randn(3, cache["t"].shape[1]), dim=1)  # pool texts no photo picked
+    cache = {**cache, "t": torch.cat([cache["t"], extra]), "n_texts": cache["n_texts"] + 3}
+    n_old = int(cache["n_texts"]) - 3
+    cache["pair_key"] = (cache["pair_key"] // n_old) * (n_old + 3) + cache["pair_key"] % n_old
+    tensors, _ = run_fusion(cache, twin_cache(seed=3), FuseSettings(lam=0.5, alpha=0.0, tau_m=1.0, projection="pca"),
+                            0.1, progress=False)
+    assert torch.equal(tensors["t"][-3:], extra) and not torch.allclose(tensors["t"][:-3], cache["t"][:-3])
+
+
+def test_pair_groups_pad_each_photo_and_text_list():
+    cache = {"v": torch.zeros(2, 1), "t": torch.zeros(3, 1), "n_texts": torch.tensor([3]),
+             "pair_key": torch.tensor([0, 2, 5]), "pair_m": torch.tensor([1.0, 2.0, 3.0])}
+    ids, m = pair_groups(cache, "image")
+    assert ids.tolist() == [[0, 2], [2, -1]] and m[0].tolist() == [1.0, 2.0] and m[1, 1] == -float("inf")
+    ids, m = pair_groups(cache, "text")
+    assert ids.tolist() == [[0, -1], [-1, -1], [0, 1]] and m[2].tolist() == [2.0, 3.0]

@@ -120,14 +120,18 @@ def batch(seed=0, b=4, d=6):
 def test_mcad_loss_is_the_weighted_sum_of_its_parts():
     f, g, teacher, v, t = batch()
     f_proj, g_proj = f[:, :3] * 2, g[:, :3] + 1
+    candidates = torch.eye(f.shape[0], dtype=torch.bool) | torch.eye(f.shape[0], dtype=torch.bool).roll(1, 1)
     total, parts = mcad_loss(
-        f, g, 20.0, teacher=teacher, tau_s=0.1, f_proj=f_proj, v_target=v, g_proj=g_proj, t_target=t,
-        w_itc=1.0, w_dist=0.5, w_feat=2.0,
+        f, g, 20.0, teacher=teacher, candidates=candidates, tau_s=0.1, f_proj=f_proj, v_target=v, g_proj=g_proj,
+        t_target=t, w_itc=1.0, w_dist=0.5, w_feat=2.0, w_hard=3.0,
     )
     itc = clip_loss(f, g, 20.0).item()
     dist = distribution_kd_loss(f @ g.T, teacher, 0.1).item()
+    hard = hard_candidate_kd_loss(f @ g.T, teacher, candidates, 0.1).item()
     feat = feature_loss(f_proj, v, g_proj, t).item()
-    assert parts == pytest.approx({"itc": itc, "dist": dist, "feat": feat, "loss": itc + 0.5 * dist + 2 * feat})
+    assert hard > 0  # so a hard term dropped or zeroed inside mcad_loss changes the total
+    assert parts == pytest.approx({"itc": itc, "dist": dist, "hard": hard, "feat": feat,
+                                   "loss": itc + 0.5 * dist + 3 * hard + 2 * feat})
     assert total.item() == pytest.approx(parts["loss"])
     total.backward()
     assert f.grad is not None and torch.isfinite(f.grad).all()

@@ -1,5 +1,6 @@
 """Params are declared once and validated once: every mistake is one line naming the key."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,16 @@ def test_an_override_below_a_plain_key_is_one_line():
         with pytest.raises(McadError) as err:
             with_overrides(Params(), [item])
         assert str(err.value) == f"override '{item}': '{key}' is not a group"
+
+
+def test_per_variant_settings_override_the_shared_ones_and_are_validated():
+    from mcad_core.params import with_overrides
+
+    params = with_overrides(parse_params({}), ["distill.per_variant={mcad: {w_hard: 1.0, lr: 0.001}}"])
+    mcad, kd = params.distill.for_variant("mcad"), params.distill.for_variant("dual_kd")
+    assert (mcad.w_hard, mcad.lr) == (1.0, 0.001) and (kd.w_hard, kd.lr) == (params.distill.w_hard, params.distill.lr)
+    for bad, words in [("{mcad: {w_hrd: 1.0}}", "per_variant.mcad: unknown key 'w_hrd'"),
+                       ("{mcad: {w_hard: -1}}", "per_variant.mcad: 'w_hard'"),
+                       ("{mcad: {variants: x}}", "cannot be overridden")]:
+        with pytest.raises(McadError, match=re.escape(words)):
+            with_overrides(parse_params({}), [f"distill.per_variant={bad}"])

@@ -14,7 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
-    "data": {"synthetic": {"n_train": 48, "n_val": 16, "n_test": 16, "captions_per_image": 2}},
+    "data": {"synthetic": {"n_train": 48, "n_val": 16, "n_test": 16, "n_teacher": 48, "n_teacher_val": 16,
+                           "captions_per_image": 2}},
     "teachers": {"dual": {"epochs": 1, "batch_size": 16}, "single": {"epochs": 1, "batch_size": 16}, "rerank_k": 4},
     "cache": {"batch_size": 64, "hard_k": 3},
     "distill": {"variants": ["contrastive", "mcad"], "epochs": 1, "batch_size": 16},

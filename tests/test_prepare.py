@@ -13,14 +13,16 @@ from karpathy_fixtures import make_karpathy
 from PIL import Image
 
 import mcad_core.data.prepare as prepare_module
-from mcad_core.data.manifest import SPLITS, image_path, load_image, read_manifest
+from mcad_core.data.manifest import (SPLITS, TEXTS_FILE, TRUTH_FILE, image_path, load_image, read_manifest,
+                                     read_texts)
 from mcad_core.data.prepare import prepare_dataset
 from mcad_core.errors import McadError
 from mcad_core.params import parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "stages" / "prepare.py"
-TINY = {"synthetic": {"n_train": 14, "n_val": 5, "n_test": 5, "image_size": 32, "captions_per_image": 3}}
+TINY = {"synthetic": {"n_train": 14, "n_val": 5, "n_test": 5, "n_teacher": 10, "n_teacher_val": 4, "image_size": 32,
+                      "captions_per_image": 3}}
 
 
 def _prepare(tmp_path: Path, data: dict) -> dict:
@@ -33,13 +35,29 @@ def test_synthetic_prepare_writes_manifests_images_card_and_sheet(tmp_path: Path
     prepared = tmp_path / "prepared"
     assert json.loads((prepared / "source.json").read_text()) == {"source": "synthetic", "image_root": "."}
     for split, n in zip(SPLITS, (14, 5, 5)):
-        records = read_manifest(prepared / f"{split}.jsonl")
+        records = read_manifest(prepared / (TRUTH_FILE if split == "train" else f"{split}.jsonl"))
         assert len(records) == n and all(len(r["captions"]) == 3 for r in records)
         assert image_path(prepared, records[0]) == prepared / "images" / split / f"{split}_000000.png"
         assert load_image(prepared, records[0]).size == (32, 32)
         assert card["splits"][split]["images"] == n and card["splits"][split]["captions"] == 3 * n
         assert card["splits"][split]["twin_pairs"] == sum(r["twin"] is not None for r in records) // 2
     assert json.loads((tmp_path / "data.json").read_text()) == card
+    # the student's train split is a user's album: half the photos uncaptioned, no generator truth
+    album, truth = read_manifest(prepared / "train.jsonl"), read_manifest(prepared / TRUTH_FILE)
+    assert all(set(r) == {"image_id", "image", "captions"} for r in album)
+    hidden = [t for a, t in zip(album, truth) if not a["captions"]]
+    assert len(hidden) == 7 and card["album"] == {"captioned_photos": 7, "uncaptioned_photos": 7, "unpaired_texts": 7}
+    twins = {t["image_id"]: t["twin"] for t in truth}
+    assert not any(twins.get(t["image_id"]) in {h["image_id"] for h in hidden} for t in hidden)  # one per pair
+    pool = read_texts(prepared / TEXTS_FILE)
+    assert sorted(pool) == sorted(c for t in hidden for c in t["captions"] if c in pool) and len(pool) == 7
+    # the teachers' corpus is another stream of scenes, apart from every student split
+    teacher = read_manifest(prepared / "teacher.jsonl")
+    assert len(teacher) == 10 and len(read_manifest(prepared / "teacher_val.jsonl")) == 4
+    assert all(r["image_id"].startswith("teacher_") and "twin" in r for r in teacher)
+    student_caps = {c for split in ("val", "test") for r in read_manifest(prepared / f"{split}.jsonl")
+                    for c in r["captions"]} | {c for r in truth for c in r["captions"]}
+    assert {c for r in teacher for c in r["captions"]} != student_caps
     words = card["caption_words"]
     assert 2 <= words["min"] <= words["mean"] <= words["max"] and "skipped_images" not in card
     assert 20 <= card["vocabulary_size"] <= 60

@@ -71,8 +71,9 @@ def _rounded(metrics: dict) -> dict:
 
 
 def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path, formats: list[str],
-               calib_samples: int, seed: int) -> dict:
-    """Export the student in ``student_dir`` to ``out_dir`` and return the export report."""
+               calib_samples: int, seed: int) -> tuple[dict, dict[str, float]]:
+    """Export the student in ``student_dir`` to ``out_dir``; return the export report and the
+    conversion seconds per file (apart: timings change run to run, the tracked report must not)."""
     import torch
 
     from mcad_core.models.student import encode_images_torch, encode_texts_torch, load_student, params_m
@@ -83,6 +84,8 @@ def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str |
     size = model.image_tower.image_size
     calib_images, calib_ids = calibration_set(prepared_dir, tokenizer, calib_samples, seed, size)
     files = export_student(model, tokenizer, out_dir, formats, calib_images, calib_ids)
+    timings = {status["file"]: status["export_s"] for by_format in files.values() for status in by_format.values()
+               if status["status"] == "ok"}
 
     splits = {s: _split_inputs(prepared_dir, s, tokenizer, size) for s in ("val", "test")}
 
@@ -107,7 +110,7 @@ def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str |
         emb: dict[str, dict[str, np.ndarray]] = {"val": {}, "test": {}}
         for tower, col in (("image", 0), ("text", 1)):
             status = files[tower][fmt]
-            entry[tower] = dict(status)
+            entry[tower] = {k: v for k, v in status.items() if k != "export_s"}
             if status["status"] != "ok":
                 continue
             path = Path(out_dir) / model_filename(tower, fmt)
@@ -123,7 +126,7 @@ def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str |
         else:
             entry["test"] = None  # a tower of this format failed: its reason is in entry[tower]
         report["formats"][fmt] = entry
-    return report
+    return report, timings
 
 
 def export_metrics(report: dict) -> dict[str, dict[str, float]]:

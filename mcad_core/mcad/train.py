@@ -51,25 +51,6 @@ class DistillData:
         return self.token_ids.shape[0]
 
 
-def encode_all(model: Any, images: ImageSource, token_ids: torch.Tensor, device: str = "cpu",
-               batch_size: int = 256, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """Student embeddings of a whole split (images batch by batch from their source), in eval mode."""
-    import torch
-
-    from mcad_core.data.images import in_order
-    from mcad_core.models.student import encode_texts_torch
-    from mcad_core.precision import autocast
-
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode(), autocast(device, precision):
-        f = torch.cat([model.encode_image(x.to(device).float() / 255).float()
-                       for x in images.batches(in_order(len(images), batch_size))])
-        g = encode_texts_torch(model, token_ids.to(device)).float()
-    model.train(was_training)
-    return f, g
-
-
 def DistillNet(student: Any, teacher_dim: int) -> Any:  # noqa: N802 - a module factory
     """Student + training-only feature heads W_v, W_t (dropped at export), one forward for DDP.
 
@@ -114,7 +95,7 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     from mcad_core.evaluation import TWIN_KEYS, embedding_metrics
     from mcad_core.mcad.batches import PairBatchSampler
     from mcad_core.mcad.losses import mcad_loss, teacher_logits
-    from mcad_core.models.student import build_student
+    from mcad_core.models.student import build_student, encode_all
     from mcad_core.precision import autocast, grad_scaler
 
     from mcad_core.mcad.batches import pair_lookup

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo, field_validator
@@ -34,6 +34,9 @@ from torch import nn
 
 from mcad_core.errors import McadError
 from mcad_core.io import atomic_path
+
+if TYPE_CHECKING:
+    from mcad_core.data.images import MemoryImages, StreamedImages
 from mcad_core.models.student_tokenizer import StudentTokenizer
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -385,3 +388,19 @@ def encode_texts_torch(model: StudentModel, ids: torch.Tensor, batch_size: int =
 
 __all__ = ["StudentModel", "StudentConfig", "StudentTokenizer", "build_student", "student_tokenizer", "load_config",
            "params_m", "fold_batchnorm", "save_student", "load_student", "encode_images_torch", "encode_texts_torch"]
+
+
+def encode_all(model: nn.Module, images: MemoryImages | StreamedImages, token_ids: torch.Tensor,
+               device: str = "cpu", batch_size: int = 256, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """Student embeddings of a whole split (images batch by batch from their source), in eval mode."""
+    from mcad_core.data.images import in_order
+    from mcad_core.precision import autocast
+
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), autocast(device, precision):
+        f = torch.cat([model.encode_image(x.to(device).float() / 255).float()
+                       for x in images.batches(in_order(len(images), batch_size))])
+        g = encode_texts_torch(model, token_ids.to(device)).float()
+    model.train(was_training)
+    return f, g

@@ -48,7 +48,7 @@ def build_dual(params: TeachersParams, train: list[dict], val: list[dict], prepa
     from mcad_core.models.dual import load_dual_teacher, save_dual_teacher, train_dual_teacher
 
     cfg = params.dual
-    teacher = load_dual_teacher(cfg.model, cfg.pretrained, device, seed=seed)
+    teacher = load_dual_teacher(cfg.model, cfg.pretrained, device, seed=seed, preprocess_tag=cfg.preprocess_tag)
     if cfg.pretrained is None and cfg.epochs == 0:
         raise McadError("teachers.dual.epochs: 0 with pretrained: null would use a random teacher")
     summary = train_dual_teacher(teacher, train, prepared_dir, cfg.epochs, cfg.batch_size, cfg.lr, ckpt_dir, seed,
@@ -64,7 +64,7 @@ def build_single(params: TeachersParams, train: list[dict], val: list[dict], pre
     if cfg.model != EMBEDDED_SINGLE:
         from mcad_core.models.blip import load_blip_teacher, save_blip_reference
 
-        teacher = load_blip_teacher(cfg.model, device)
+        teacher = load_blip_teacher(cfg.model, device, itm_token=cfg.itm_token)
         if cfg.epochs > 0:
             raise McadError("teachers.single.epochs: fine-tuning BLIP is not supported; set it to 0")
         with atomic_path(out) as tmp:
