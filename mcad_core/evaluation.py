@@ -1,4 +1,4 @@
-"""Test-split evaluation of students and teachers (DESIGN §5): metrics, a table and a figure."""
+"""Test-split evaluation of students and teachers (docs/DESIGN.md §5): metrics, a table and a figure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Retrieval metrics (DESIGN §5): Recall@K both ways, twin accuracy and top-k search.
+"""Retrieval metrics (docs/DESIGN.md §5): Recall@K both ways, twin accuracy and top-k search.
 
 Protocol (Karpathy split, as CLIP_benchmark counts it): text→image, a caption hits at K if its
 image is among the K best-scoring images; image→text, an image hits at K if ANY of its captions
@@ -158,7 +158,7 @@ def twin_accuracy_from_scores(own_scores: Any, twin_scores: Any) -> float:
     """Percent of captions scoring higher with their own image than with its twin; ties count ½.
 
     own_scores[c] / twin_scores[c]: caption c's score with its image / with that image's twin,
-    from any scorer (embeddings or a cross-encoder's pair logits). 50 is chance (DESIGN §5).
+    from any scorer (embeddings or a cross-encoder's pair logits). 50 is chance (docs/DESIGN.md §5).
     """
     import torch
 

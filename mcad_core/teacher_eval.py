@@ -1,6 +1,6 @@
 """Teacher evaluation on the test split: the dual teacher alone, and the cross-encoder
 re-ranking the dual teacher's top-k, which shows what the cross-encoder knows that the dual
-encoder does not (DESIGN §5)."""
+encoder does not (docs/DESIGN.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage `bench`: the exported towers and text->image search, measured as a phone runs them (DESIGN §6)."""
+"""Stage `bench`: the exported towers and text->image search, measured as a phone runs them (docs/DESIGN.md §6)."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Stage `cache`: run both teachers once over the train and val splits (DESIGN §4)."""
+"""Stage `cache`: run both teachers once over the train and val splits (docs/DESIGN.md §4)."""
 
 from pathlib import Path
 

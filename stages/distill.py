@@ -1,4 +1,4 @@
-"""Stage `distill@<variant>`: train the student from cached / fused teacher targets (DESIGN §4)."""
+"""Stage `distill@<variant>`: train the student from cached / fused teacher targets (docs/DESIGN.md §4)."""
 
 import os
 from pathlib import Path

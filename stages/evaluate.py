@@ -1,4 +1,4 @@
-"""Stage `evaluate`: test-split retrieval for every student variant and both teachers (DESIGN §5)."""
+"""Stage `evaluate`: test-split retrieval for every student variant and both teachers (docs/DESIGN.md §5)."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Stage `export`: the trained student -> TFLite fp32 / dynamic int8 / full int8 (DESIGN §6)."""
+"""Stage `export`: the trained student -> TFLite fp32 / dynamic int8 / full int8 (docs/DESIGN.md §6)."""
 
 from pathlib import Path
 

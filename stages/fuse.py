@@ -1,4 +1,4 @@
-"""Stage `fuse`: fused teacher targets from the cache (DESIGN §4.1-4.2)."""
+"""Stage `fuse`: fused teacher targets from the cache (docs/DESIGN.md §4.1-4.2)."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Stage `prepare`: image/caption manifests for train/val/test from params.data (DESIGN §2).
+"""Stage `prepare`: image/caption manifests for train/val/test from params.data (docs/DESIGN.md §2).
 
 Writes data/prepared/ (manifests, source.json, synthetic images), reports/data.json
 (the dataset card) and reports/contact_sheet.png, all relative to the working directory.

@@ -1,4 +1,4 @@
-"""Stage `teachers`: the dual-stream and single-stream teachers (DESIGN §3).
+"""Stage `teachers`: the dual-stream and single-stream teachers (docs/DESIGN.md §3).
 
 They stand for models pretrained elsewhere: they train on their own corpus
 (data/prepared/teacher*.jsonl) and never see the student's train, val or test split.

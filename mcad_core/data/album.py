@@ -1,4 +1,4 @@
-"""The student's training split as a user with a photo album has it (DESIGN §2, "Protocol").
+"""The student's training split as a user with a photo album has it (docs/DESIGN.md §2, "Protocol").
 
 A real album holds some captioned photos, many photos with no caption, and perhaps texts with
 no link to any photo (a query log). The generator knows every photo's captions, its twin and
@@ -34,7 +34,7 @@ def uncaptioned_mask(twin_of: list[int], frac: float, seed: int) -> np.ndarray:
     The generator designs the data: one member of each twin pair is chosen first (at random),
     then scenes without a twin, then the other members, so no pair loses both captions while
     the uncaptioned share is at most the pairs' halves and the singles. With both twins
-    captioned, labels alone would teach binding and a teacher could add nothing (RESEARCH.md).
+    captioned, labels alone would teach binding and a teacher could add nothing (docs/RESEARCH.md).
     """
     n = len(twin_of)
     rng = np.random.default_rng(seed)

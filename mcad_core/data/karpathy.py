@@ -1,4 +1,4 @@
-"""Flickr30K / MSCOCO in the Karpathy split format (DESIGN §2), read from local disk.
+"""Flickr30K / MSCOCO in the Karpathy split format (docs/DESIGN.md §2), read from local disk.
 
 The annotations JSON (``dataset_flickr30k.json`` / ``dataset_coco.json``) lists
 ``images[]`` with ``filename``, ``filepath`` (COCO only), ``split`` and

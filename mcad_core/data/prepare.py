@@ -23,7 +23,7 @@ def prepare_dataset(data_params: DataParams, out_dir: Path, card_path: Path, con
     """Build ``out_dir/{train,val,test,teacher,teacher_val}.jsonl``, ``texts.jsonl``, the train
     truth and ``source.json``; write the card and sheet; return the card.
 
-    ``train.jsonl`` is the user's album (DESIGN §2, "Protocol"). The teachers' corpus is another
+    ``train.jsonl`` is the user's album (docs/DESIGN.md §2, "Protocol"). The teachers' corpus is another
     random stream of the generator; with a Karpathy dataset it is the captioned train photos.
     """
     # Everything that can fail on bad input runs before the folder is touched.

@@ -1,4 +1,4 @@
-"""The embedded compositional scene dataset (DESIGN §2), generated offline and deterministically.
+"""The embedded compositional scene dataset (docs/DESIGN.md §2), generated offline and deterministically.
 
 Scenes come in minimal pairs: a scene and its twin share every caption word but differ
 in binding (colours or sizes swapped between two objects, or their relation mirrored).
@@ -268,7 +268,7 @@ def generate_split(split: str, n_images: int, seed: int, image_size: int, captio
 
 
 def manifest_record(item: GeneratedImage, image_rel: str, image_size: int) -> dict:
-    """The manifest line of DESIGN §2 for a generated image."""
+    """The manifest line of docs/DESIGN.md §2 for a generated image."""
     scene = item.scene
     record = {
         "image_id": item.image_id,

@@ -1,6 +1,6 @@
 """Student -> TFLite (fp32, dynamic-range int8, full int8) and the LiteRT runtime wrapper.
 
-Route (ENVIRONMENT.md, measured): ``litert_torch.convert(...).export`` for fp32, then
+Route (docs/ENVIRONMENT.md, measured): ``litert_torch.convert(...).export`` for fp32, then
 ``ai_edge_quantizer`` recipes ``dynamic_wi8_afp32`` (int8 weights) and
 ``static_wi8_ai8`` + calibration (int8 weights and activations). No TensorFlow.
 Each tower is exported separately, at batch 1, so each file is what a phone

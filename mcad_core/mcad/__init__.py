@@ -1,1 +1,1 @@
-"""MCAD proper (DESIGN §4): fused teacher targets, the distillation losses and batch composition."""
+"""MCAD proper (docs/DESIGN.md §4): fused teacher targets, the distillation losses and batch composition."""

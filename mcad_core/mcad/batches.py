@@ -1,9 +1,9 @@
-"""Batch composition for distillation (DESIGN §4.5) and the gather of cached pair logits.
+"""Batch composition for distillation (docs/DESIGN.md §4.5) and the gather of cached pair logits.
 
 An in-batch distribution only teaches about the negatives that are in the batch, so a share of
 each batch is made of anchors and their teacher-mined hard neighbours: the pairs whose
 cross-encoder logits were cached then meet in one batch and enter the teacher logits S̃
-(DESIGN §4.1).
+(docs/DESIGN.md §4.1).
 
 A batch is a list of slots (``mcad.cache``): a photo with one of its texts, either one of the
 user's own captions (labelled) or, for an uncaptioned photo, the text the teachers picked for

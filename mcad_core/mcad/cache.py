@@ -1,4 +1,4 @@
-"""Teacher outputs cached once per training sample (DESIGN §4), so distillation never runs a teacher.
+"""Teacher outputs cached once per training sample (docs/DESIGN.md §4), so distillation never runs a teacher.
 
 The split is what a user has (``data.album``): photos, some with captions, and texts with no
 photo (the unpaired pool). Texts are the captions in manifest order, then the pool. Nothing here

@@ -1,9 +1,9 @@
-"""Fused teacher targets (DESIGN §4.1-4.2): the cross-encoder's knowledge folded into the dual teacher.
+"""Fused teacher targets (docs/DESIGN.md §4.1-4.2): the cross-encoder's knowledge folded into the dual teacher.
 
 Two channels, each a switch for the ablation:
 - distribution: cached cross-encoder logits shifted and scaled, added to the dual teacher's
   logits for the pairs that have them: ``α·(m − m̄)/τ_M`` with m̄ the mean cached logit
-  (``shift=centred``, DESIGN §4.1), or ``α·min(0, m − m̄₊)/τ_M`` with m̄₊ the mean logit of true
+  (``shift=centred``, docs/DESIGN.md §4.1), or ``α·min(0, m − m̄₊)/τ_M`` with m̄₊ the mean logit of true
   pairs (``shift=below_positive``, see ``shifted_logits``);
 - features: ``ṽ = norm(v + λ·norm(P h̄))``, ``t̃ = norm(t + λ·norm(P h̄))``, where h̄ of a photo is
   the mean fused vector over its slots (its own captions, or for an uncaptioned photo the text
@@ -11,7 +11,7 @@ Two channels, each a switch for the ablation:
   no slot has no h and keeps t. No photo gets an h from a caption the user does not have.
 
 P is NOT fitted by regressing h onto v + t (that maps h onto what the dual teacher
-already knows, RESEARCH.md). ``projection=ranking`` fits P so that ``ṽ·t̃`` ranks each
+already knows, docs/RESEARCH.md). ``projection=ranking`` fits P so that ``ṽ·t̃`` ranks each
 photo's cached candidate texts, and each text's candidate photos, as the cross-encoder does
 (listwise KL on cached logits, both directions, teachers frozen). ``projection=pca``
 keeps the top principal directions of h (variance-preserving), as a baseline.
@@ -175,7 +175,7 @@ def shifted_logits(cache: dict, alpha: float, tau_m: float, m_ref: float, shift:
 
     ``centred``: α·(m − m̄)/τ_M. The cross-encoder is near-certain about true pairs, so this
     lifts every true pair far above the uncached (easy) negatives: the targets turn towards
-    one-hot and lose the dual teacher's soft ranking (CPRD's concern, DESIGN §4.7).
+    one-hot and lose the dual teacher's soft ranking (CPRD's concern, docs/DESIGN.md §4.7).
     ``below_positive``: α·min(0, m − m̄₊)/τ_M. Only pairs the cross-encoder scores below a typical
     true pair (near-misses, hard negatives) are lowered; true and uncached pairs keep the dual
     logit, and the gap between a true pair and a near-miss is the same as with ``centred``.

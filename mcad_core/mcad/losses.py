@@ -1,4 +1,4 @@
-"""The student's losses (DESIGN §4.4): L = w_itc·L_itc + w_dist·L_dist + w_feat·L_feat.
+"""The student's losses (docs/DESIGN.md §4.4): L = w_itc·L_itc + w_dist·L_dist + w_feat·L_feat.
 
 Notation: f [B, D] / g [B, D] are the student's unit image / text features of a batch whose
 pairs are aligned by index (row i of f and row i of g form a ground-truth pair); v, t are the
@@ -39,7 +39,7 @@ def teacher_logits(
     tau_m: float = 1.0,
     m_mean: float = 0.0,
 ) -> torch.Tensor:
-    """S̃_ij = v_i·t_j / τ_T + α·(m_ij − m̄) / τ_M (DESIGN §4.1), as a [B, B] tensor without grad.
+    """S̃_ij = v_i·t_j / τ_T + α·(m_ij − m̄) / τ_M (docs/DESIGN.md §4.1), as a [B, B] tensor without grad.
 
     m_pairs [B, B] holds the cached cross-encoder logits of the batch's pairs and NaN where a
     pair has none; those entries keep the dual term alone (the cross term is neutral, as m̄ is).
@@ -56,7 +56,7 @@ def teacher_logits(
 
 
 def distribution_kd_loss(student_sim: torch.Tensor, teacher: torch.Tensor, tau_s: float) -> torch.Tensor:
-    """L_dist = ½[KL(p_i2t ‖ q_i2t) + KL(p_t2i ‖ q_t2i)] (DESIGN §4.4), on the scale of L_itc.
+    """L_dist = ½[KL(p_i2t ‖ q_i2t) + KL(p_t2i ‖ q_t2i)] (docs/DESIGN.md §4.4), on the scale of L_itc.
 
     student_sim = f·gᵀ (cosines, rows = images); teacher = S̃, already divided by the teacher's
     temperatures.
@@ -66,7 +66,7 @@ def distribution_kd_loss(student_sim: torch.Tensor, teacher: torch.Tensor, tau_s
     ``batchmean``. No τ_S² factor: Hinton et al. scale soft-target terms by T² to balance them
     against a hard-label term taken at T = 1, but here both L_itc and L_dist are cross-entropies
     of logits at the same scale (1/τ_S ≈ the learned logit scale), so ``w_dist = 1`` already
-    weighs them alike; with τ_S² = 0.01 the KL term was ~100x weaker than L_itc (RESEARCH.md).
+    weighs them alike; with τ_S² = 0.01 the KL term was ~100x weaker than L_itc (docs/RESEARCH.md).
     """
     import torch.nn.functional as F
 
@@ -117,7 +117,7 @@ def hard_candidate_kd_loss(student_sim: torch.Tensor, teacher: torch.Tensor, can
 def feature_loss(
     f_proj: torch.Tensor, v_target: torch.Tensor, g_proj: torch.Tensor, t_target: torch.Tensor
 ) -> torch.Tensor:
-    """L_feat = mean_i(1 − cos(W_v f_i, ṽ_i)) + mean_j(1 − cos(W_t g_j, t̃_j)) (DESIGN §4.4).
+    """L_feat = mean_i(1 − cos(W_v f_i, ṽ_i)) + mean_j(1 − cos(W_t g_j, t̃_j)) (docs/DESIGN.md §4.4).
 
     The caller applies the training-only heads (f_proj = W_v f, g_proj = W_t g); targets are
     detached, the teacher being frozen.

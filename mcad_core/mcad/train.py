@@ -1,4 +1,4 @@
-"""Student distillation from cached / fused teacher targets (DESIGN §4.3-4.5).
+"""Student distillation from cached / fused teacher targets (docs/DESIGN.md §4.3-4.5).
 
 No teacher runs here: the dual teacher's features, the fused features and the shifted
 cross-encoder logits all come from the ``cache`` and ``fuse`` stages, so a distillation

@@ -1,4 +1,4 @@
-"""The distillation variants of the ablation (DESIGN §4.6): which MCAD channels each one uses."""
+"""The distillation variants of the ablation (docs/DESIGN.md §4.6): which MCAD channels each one uses."""
 
 from __future__ import annotations
 

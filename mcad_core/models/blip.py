@@ -1,4 +1,4 @@
-"""The real-mode single-stream teacher (DESIGN §3): BLIP's image-text matching model.
+"""The real-mode single-stream teacher (docs/DESIGN.md §3): BLIP's image-text matching model.
 
 ``BlipForImageTextRetrieval`` on its ITM path: the caption's text encoder cross-attends to the
 vision transformer's states; the multimodal [CLS] state is the fused vector ``h`` and the ITM

@@ -1,4 +1,4 @@
-"""The dual-stream teacher (DESIGN §3): an open_clip model behind the ``DualTeacher`` protocol.
+"""The dual-stream teacher (docs/DESIGN.md §3): an open_clip model behind the ``DualTeacher`` protocol.
 
 Real mode loads a named open_clip model with a pretrained tag or a local checkpoint; embedded
 mode builds a small config shipped in ``configs/`` and trains it here with open_clip's own
@@ -299,7 +299,7 @@ def _schedule(total_steps: int) -> Any:
 
 def evaluate_dual(teacher: OpenClipTeacher, records: list[dict], prepared_dir: str | Path,
                   progress: bool = False, workers: int = 0) -> dict[str, float]:
-    """Recall@K both ways and twin accuracy of the teacher on a manifest split (DESIGN §5)."""
+    """Recall@K both ways and twin accuracy of the teacher on a manifest split (docs/DESIGN.md §5)."""
     from mcad_core.data.manifest import flatten_captions
     from mcad_core.retrieval import retrieval_metrics, twin_accuracy
     from mcad_core.teacher_stream import dual_split_embeddings

@@ -1,7 +1,7 @@
 """The embedded single-stream teacher: caption words and object tokens fused by joint self-attention.
 
 Why the extra heads: a plain fused [CLS] trained from scratch on a CPU budget does not
-learn binding (RESEARCH.md, tries 1-2). What does is an explicit per-phrase comparator
+learn binding (docs/RESEARCH.md, tries 1-2). What does is an explicit per-phrase comparator
 ("<size> <colour> <shape>" against each object's predicted attributes; its soft arg-max
 points at the phrase's object) and a relation term (the relation word against the
 position difference of the two pointed objects). The match logit adds them to the
