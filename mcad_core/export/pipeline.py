@@ -32,14 +32,16 @@ def load_image_array(prepared_dir: str | Path, records: list[dict], size: int) -
 
 def calibration_set(prepared_dir: str | Path, tokenizer: StudentTokenizer, n: int, seed: int, size: int
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` random train images and one random caption of each: full-int8 activation ranges."""
-    from mcad_core.data.manifest import read_manifest
+    """``n`` random train photos and ``n`` random texts of the user's (captions and the unpaired
+    pool; an uncaptioned photo has none): full-int8 activation ranges."""
+    from mcad_core.data.manifest import TEXTS_FILE, flatten_captions, read_manifest, read_texts
 
     records = read_manifest(Path(prepared_dir) / "train.jsonl")
+    texts = flatten_captions(records)[0] + read_texts(Path(prepared_dir) / TEXTS_FILE)
     rng = np.random.default_rng(seed)
     picked = [records[i] for i in rng.choice(len(records), size=min(n, len(records)), replace=False)]
-    captions = [rec["captions"][rng.integers(len(rec["captions"]))] for rec in picked]
-    return load_image_array(prepared_dir, picked, size), tokenizer.encode(captions)
+    chosen = rng.choice(len(texts), size=len(picked), replace=len(texts) < len(picked))
+    return load_image_array(prepared_dir, picked, size), tokenizer.encode([texts[i] for i in chosen])
 
 
 def _split_inputs(prepared_dir: Path, split: str, tokenizer: StudentTokenizer, size: int
