@@ -86,7 +86,7 @@ def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str |
     size = model.image_tower.image_size
     calib_images, calib_ids = calibration_set(prepared_dir, tokenizer, calib_samples, seed, size)
     files = export_student(model, tokenizer, out_dir, formats, calib_images, calib_ids)
-    timings = {status["file"]: status["export_s"] for by_format in files.values() for status in by_format.values()
+    timings = {status["file"]: status["export_s"] for tower in ("image", "text") for status in files[tower].values()
                if status["status"] == "ok"}
 
     splits = {s: _split_inputs(prepared_dir, s, tokenizer, size) for s in ("val", "test")}
