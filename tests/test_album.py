@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mcad_core.data.album import album_mask
+from mcad_core.data.album import split_album
+from mcad_core.data.album import uncaptioned_mask as album_mask
 
 
 def twins(n_pairs: int, n_single: int) -> list[int]:
@@ -28,3 +29,16 @@ def test_no_twin_pair_loses_both_captions_until_half_the_images_are_album():
     assert (pairs == 1).all()  # exactly one scene of each pair is album: labels never contrast twins
     assert mask[80:].sum() == 50 - 40
     assert not np.array_equal(mask, album_mask(t, 0.5, seed=1))
+
+
+def test_split_album_hides_captions_and_pools_them_shuffled():
+    t = twins(10, 0)
+    records = [{"image_id": f"i{k}", "image": f"{k}.png", "captions": [f"c{k}a", f"c{k}b"], "twin": f"i{t[k]}",
+                "objects": []} for k in range(20)]
+    album = split_album(records, t, 0.5, pool_captions=1, seed=0)
+    hidden = [r for r in album.photos if not r["captions"]]
+    assert len(hidden) == 10 and all(set(r) == {"image_id", "image", "captions"} for r in album.photos)
+    owners = [int(text[1:-1]) for text in album.texts]
+    assert sorted(owners) == sorted(int(r["image_id"][1:]) for r in hidden)  # one caption of each hidden photo
+    assert owners != sorted(owners)  # in an order that does not follow the photos
+    assert album.truth is records
