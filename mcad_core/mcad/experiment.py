@@ -1,7 +1,8 @@
 """One distillation run measured on a split, in process: the unit of tuning and of the seed ablation.
 
 Tuning reads val only; the ablation reads test with the configs tuning chose. Both train from
-the pipeline's cache; a ``fuse.*`` override re-fits the fused targets in a scratch folder.
+the pipeline's cache; a setting that changes what the fuse stage reads re-fits the fused targets
+in a scratch folder, once per setting.
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ from typing import Any
 from mcad_core.params import Params, with_overrides
 
 
-def fused_for(params: Params, overrides: tuple[str, ...], scratch: Path, fused_dir: Path, cache_dir: Path,
-              prepared_dir: Path, teachers_dir: Path) -> Path:
-    """The fused-targets folder for ``params``: the pipeline's, or one fitted in ``scratch`` when a
-    ``fuse.*`` or ``seed`` override changes what the fuse stage would write."""
+def fused_for(params: Params, base: Params, scratch: Path, fused_dir: Path, cache_dir: Path, prepared_dir: Path,
+              teachers_dir: Path) -> Path:
+    """The fused-targets folder for ``params``: the pipeline's when what the fuse stage reads
+    (``seed``, ``fuse``) is as in ``base``, else one fitted once per such setting in ``scratch``."""
+    import hashlib
+    import json
+
     from mcad_core.mcad.targets import write_fused_targets
 
-    if not any(o.startswith(("fuse.", "seed=")) for o in overrides):
+    setting = {"seed": params.seed, "fuse": params.fuse.model_dump(by_alias=True)}
+    if setting == {"seed": base.seed, "fuse": base.fuse.model_dump(by_alias=True)}:
         return fused_dir
-    folder = scratch / f"fused-{abs(hash(overrides))}"
+    folder = scratch / f"fused-{hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:16]}"
     if not folder.is_dir():
         write_fused_targets(params, folder, prepared_dir, teachers_dir, cache_dir, progress=False)
     return folder
@@ -37,7 +42,7 @@ def measure_run(base: Params, variant: str, overrides: tuple[str, ...], seed: in
 
     # the grid's overrides are full settings: params.yaml's per-variant choices do not apply on top
     params = with_overrides(base, ["distill.per_variant={}", *overrides, f"distill.seed={seed}"])
-    fused = fused_for(params, overrides, scratch, folders["fused"], folders["cache"], folders["prepared"],
+    fused = fused_for(params, base, scratch, folders["fused"], folders["cache"], folders["prepared"],
                       folders["teachers"])
     data, tok = load_distill_inputs(params, variant, folders["prepared"], folders["teachers"], folders["cache"],
                                     fused, progress=False)

@@ -93,12 +93,10 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     from tqdm import tqdm
 
     from mcad_core.evaluation import TWIN_KEYS, embedding_metrics
-    from mcad_core.mcad.batches import PairBatchSampler
+    from mcad_core.mcad.batches import PairBatchSampler, pair_lookup
     from mcad_core.mcad.losses import mcad_loss, teacher_logits
     from mcad_core.models.student import build_student, encode_all
     from mcad_core.precision import autocast, grad_scaler
-
-    from mcad_core.mcad.batches import pair_lookup
 
     spec = VARIANTS[variant]
     torch.manual_seed(seed)
