@@ -29,3 +29,18 @@ def test_fused_targets_are_refit_once_per_fuse_setting(tmp_path, monkeypatch):
     assert folder("fuse.tau_m=3.0", "distill.w_hard=1.0") == first != pipeline
     assert folder("seed=7") not in (first, pipeline)
     assert fits == [first, folder("seed=7")]
+
+
+def test_the_ablation_refuses_seeds_used_in_tuning(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    tuning = tmp_path / "tuning.json"
+    tuning.write_text(json.dumps({"seeds": [100, 3], "chosen": {"mcad": {"overrides": []}}}))
+    out = subprocess.run([sys.executable, "scripts/ablation.py", "--seeds", "0,3", "--tuning", str(tuning)],
+                         cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"Error: --seeds: [3] were used in tuning ({tuning}); the ablation needs fresh seeds")

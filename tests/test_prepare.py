@@ -14,7 +14,7 @@ from PIL import Image
 
 import mcad_core.data.prepare as prepare_module
 from mcad_core.data.manifest import (SPLITS, TEXTS_FILE, TRUTH_FILE, image_path, load_image, read_manifest,
-                                     read_texts)
+                                     read_texts, write_texts)
 from mcad_core.data.prepare import prepare_dataset
 from mcad_core.errors import McadError
 from mcad_core.params import parse_params
@@ -157,3 +157,13 @@ def test_stage_help() -> None:
         sys.path.remove(str(STAGE.parent))
     result = CliRunner().invoke(stage.main, ["--help"])
     assert result.exit_code == 0 and "--params" in result.output and "data/prepared" in result.output
+
+
+def test_the_unpaired_pool_round_trips_and_a_bad_line_is_one_line(tmp_path: Path) -> None:
+    pool = tmp_path / TEXTS_FILE
+    assert read_texts(pool) == []  # a dataset may have no pool
+    write_texts(pool, ["a red circle", "two squares"])
+    assert read_texts(pool) == ["a red circle", "two squares"]
+    pool.write_text(pool.read_text() + '{"caption": "x"}\n')
+    with pytest.raises(McadError, match=r"texts.jsonl:3: expected a JSON object with 'text'$"):
+        read_texts(pool)
