@@ -41,15 +41,16 @@ class KarpathyParams(_Group):
     skip_bad_images: bool = False
 
 
-class AlbumParams(_Group):
+class UserSplitParams(_Group):
     uncaptioned_frac: float = Field(0.5, ge=0, lt=1)
     pool_captions: int = Field(1, ge=0)
+    mismatched_frac: float = Field(0.0, ge=0, le=1)
 
 
 class DataParams(_Group):
     source: Literal["synthetic", "karpathy"] = "synthetic"
     seed: int = 0
-    album: AlbumParams = AlbumParams()
+    user_split: UserSplitParams = UserSplitParams()
     synthetic: SyntheticParams = SyntheticParams()
     karpathy: KarpathyParams = KarpathyParams()
 

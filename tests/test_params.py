@@ -24,7 +24,7 @@ def test_shipped_params_equal_declared_defaults():
     ({"data": {"source": "coco"}}, "'data.source'"),
     ({"distill": {"variants": ["mcad", "nope"]}}, "'distill.variants.1'"),
     ({"fuse": {"lambda": -1}}, "'fuse.lambda'"),
-    ({"data": {"album": {"uncaptioned_frac": 1.0}}}, "'data.album.uncaptioned_frac'"),  # no caption left
+    ({"data": {"user_split": {"uncaptioned_frac": 1.0}}}, "'data.user_split.uncaptioned_frac'"),  # no caption left
     ({"distill": {"w_hard": -1}}, "'distill.w_hard'"),
     ({"bench": {"threads": 2}}, "'bench.threads'"),
     ({"mystery": 1}, "unknown key 'mystery'"),

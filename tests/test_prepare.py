@@ -46,7 +46,8 @@ def test_synthetic_prepare_writes_manifests_images_card_and_sheet(tmp_path: Path
     album, truth = read_manifest(prepared / "train.jsonl"), read_manifest(prepared / TRUTH_FILE)
     assert all(set(r) == {"image_id", "image", "captions"} for r in album)
     hidden = [t for a, t in zip(album, truth) if not a["captions"]]
-    assert len(hidden) == 7 and card["album"] == {"captioned_photos": 7, "uncaptioned_photos": 7, "unpaired_texts": 7}
+    assert len(hidden) == 7 and card["user_split"] == {"captioned_photos": 7, "uncaptioned_photos": 7, "mismatched_photos": 0,
+                                                 "unpaired_texts": 7}
     twins = {t["image_id"]: t["twin"] for t in truth}
     assert not any(twins.get(t["image_id"]) in {h["image_id"] for h in hidden} for t in hidden)  # one per pair
     pool = read_texts(prepared / TEXTS_FILE)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mcad_core.data.album import split_album
+from mcad_core.data.user_split import user_split
 from mcad_core.data.card import dataset_card, write_contact_sheet
 from mcad_core.data.karpathy import load_karpathy
 from mcad_core.data.manifest import (SOURCE_FILE, SPLITS, TEACHER_SPLITS, TEXTS_FILE, TRUTH_FILE, twin_index,
@@ -23,7 +23,7 @@ def prepare_dataset(data_params: DataParams, out_dir: Path, card_path: Path, con
     """Build ``out_dir/{train,val,test,teacher,teacher_val}.jsonl``, ``texts.jsonl``, the train
     truth and ``source.json``; write the card and sheet; return the card.
 
-    ``train.jsonl`` is the user's album (docs/DESIGN.md §2, "Protocol"). The teachers' corpus is another
+    ``train.jsonl`` is the user's split (docs/DESIGN.md §2, "Protocol"). The teachers' corpus is another
     random stream of the generator; with a Karpathy dataset it is the captioned train photos.
     """
     # Everything that can fail on bad input runs before the folder is touched.
@@ -44,21 +44,23 @@ def prepare_dataset(data_params: DataParams, out_dir: Path, card_path: Path, con
             splits = {split: write_split(scenes[split], tmp, split, syn.image_size, progress) for split in scenes}
         else:
             splits = dict(dataset.splits)
-        album_params = data_params.album
-        album = split_album(splits["train"], twin_index(splits["train"]), album_params.uncaptioned_frac,
-                            album_params.pool_captions, data_params.seed)
-        splits["train"] = album.photos
+        knobs = data_params.user_split
+        user = user_split(splits["train"], twin_index(splits["train"]), knobs.uncaptioned_frac, knobs.pool_captions,
+                          knobs.mismatched_frac, data_params.seed)
+        splits["train"] = user.photos
         if data_params.source == "karpathy":
-            splits.update(teacher=[r for r in album.photos if r["captions"]], teacher_val=[])
+            splits.update(teacher=[r for r in user.photos if r["captions"]], teacher_val=[])
         for split, records in splits.items():
             write_manifest(tmp / f"{split}.jsonl", records)
-        write_manifest(tmp / TRUTH_FILE, album.truth)
-        write_texts(tmp / TEXTS_FILE, album.texts)
+        write_manifest(tmp / TRUTH_FILE, user.truth)
+        write_texts(tmp / TEXTS_FILE, user.texts)
         write_json(tmp / SOURCE_FILE, {"source": data_params.source, "image_root": image_root})
-        card = dataset_card(data_params.source, {**splits, "train": album.truth}, skipped)
-        card["album"] = {"captioned_photos": sum(bool(r["captions"]) for r in album.photos),
-                         "uncaptioned_photos": sum(not r["captions"] for r in album.photos),
-                         "unpaired_texts": len(album.texts)}
+        card = dataset_card(data_params.source, {**splits, "train": user.truth}, skipped)
+        card["user_split"] = {"captioned_photos": sum(bool(r["captions"]) for r in user.photos),
+                              "uncaptioned_photos": sum(not r["captions"] for r in user.photos),
+                              "mismatched_photos": sum(p["captions"] != t["captions"] and bool(p["captions"])
+                                                       for p, t in zip(user.photos, user.truth)),
+                              "unpaired_texts": len(user.texts)}
         write_json(card_path, card)
-        write_contact_sheet(contact_sheet_path, tmp, album.truth)
+        write_contact_sheet(contact_sheet_path, tmp, user.truth)
     return card

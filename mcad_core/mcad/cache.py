@@ -1,6 +1,6 @@
 """Teacher outputs cached once per training sample (docs/DESIGN.md §4), so distillation never runs a teacher.
 
-The split is what a user has (``data.album``): photos, some with captions, and texts with no
+The split is what a user has (``data.user_split``): photos, some with captions, and texts with no
 photo (the unpaired pool). Texts are the captions in manifest order, then the pool. Nothing here
 reads a twin link or a hidden caption: every link that is not a user's own caption is chosen by
 the teachers. Per split file (safetensors, mmap-able):
