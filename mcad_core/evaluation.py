@@ -41,13 +41,29 @@ def twin_metrics(accuracy: Callable[[list[int]], float], cap_image: list[int], t
 
 def embedding_metrics(image_emb: torch.Tensor | np.ndarray, text_emb: torch.Tensor | np.ndarray,
                       cap_image: list[int], twin_of: list[int],
-                      twin_kind: list[str | None] | None = None) -> dict[str, float]:
-    """Retrieval R@K both ways, RSUM and, where the data has twins, ``twin_acc`` (per kind given ``twin_kind``)."""
-    from mcad_core.retrieval import retrieval_metrics, twin_accuracy
+                      twin_kind: list[str | None] | None = None,
+                      matches: np.ndarray | None = None) -> dict[str, float]:
+    """Retrieval R@K both ways, RSUM and, where the data has twins, ``twin_acc`` (per kind given ``twin_kind``).
 
-    out = {k: round(float(v), 2) for k, v in retrieval_metrics(image_emb, text_emb, cap_image).items()}
-    return out | twin_metrics(lambda twins: twin_accuracy(image_emb, text_emb, cap_image, twins),
-                              cap_image, twin_of, twin_kind)
+    ``matches`` [N_txt, N_img] (``data.claims.caption_matches``): every image each caption truly
+    describes. Retrieval then counts a hit on any of them, and twin accuracy reads only the
+    captions that tell a scene from its twin (true of one, false of the other).
+    """
+    import numpy as np
+
+    from mcad_core.retrieval import matched_retrieval_metrics, retrieval_metrics, twin_accuracy
+
+    if matches is None:
+        out = retrieval_metrics(image_emb, text_emb, cap_image)
+        text, owner = text_emb, cap_image
+    else:
+        out = matched_retrieval_metrics(image_emb, text_emb, matches)
+        rows, own = np.arange(len(cap_image)), np.asarray(cap_image)
+        twin = np.asarray(twin_of)[own]
+        telling = (twin < 0) | (matches[rows, own] & ~matches[rows, np.maximum(twin, 0)])
+        text, owner = text_emb[telling], own[telling].tolist()
+    return {k: round(float(v), 2) for k, v in out.items()} | twin_metrics(
+        lambda twins: twin_accuracy(image_emb, text, owner, twins), owner, twin_of, twin_kind)
 
 
 def compared_metrics(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -137,6 +153,7 @@ def student_metrics(model: object, tokenizer: object, records: list[dict], prepa
     (``mcad_core.data.images``); by default the split streams through a DataLoader."""
     import torch
 
+    from mcad_core.data.claims import caption_matches
     from mcad_core.data.images import StreamedImages
     from mcad_core.data.manifest import flatten_captions, twin_index, twin_kinds
     from mcad_core.models.student import encode_all
@@ -146,5 +163,5 @@ def student_metrics(model: object, tokenizer: object, records: list[dict], prepa
     if images is None:
         images = StreamedImages(prepared_dir, records, model.config.image.image_size, workers)
     f, g = encode_all(model, images, torch.from_numpy(tokenizer.encode(captions)))
-    return {**embedding_metrics(f, g, cap_image, twin_index(records), twin_kinds(records)),
+    return {**embedding_metrics(f, g, cap_image, twin_index(records), twin_kinds(records), caption_matches(records)),
             "params_m": round(params_m(model), 3)}

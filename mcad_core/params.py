@@ -33,6 +33,7 @@ class SyntheticParams(_Group):
     image_size: int = Field(64, ge=32)
     captions_per_image: PositiveInt = 5
     max_objects: int = Field(3, ge=1, le=3)
+    partial_captions: float = Field(0.0, ge=0, le=1)  # captions describing part of a scene (multi-match evaluation)
 
 
 class KarpathyParams(_Group):

@@ -154,6 +154,53 @@ def retrieval_metrics(
     return out
 
 
+def matched_retrieval_metrics(
+    image_emb: Any,
+    text_emb: Any,
+    matches: Any,
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict[str, float]:
+    """``retrieval_metrics`` when a caption may truly match several images.
+
+    matches [N_txt, N_img] (bool): caption c truly describes image i. Text→image, a caption hits
+    at K if ANY image it matches is among the K best; image→text, an image hits at K if any caption
+    that matches it is. The rank is the number of non-matching items scoring at least as high as
+    the best matching one (ties against the query, as in ``retrieval_metrics``, which this equals
+    when each caption matches its own image only). Images no caption matches are no i2t queries.
+    """
+    import torch
+
+    _check_chunk(chunk_size)
+    if not ks or any(int(k) < 1 for k in ks):
+        raise McadError(f"ks must be positive integers, got {list(ks)}")
+    image = _embeddings(image_emb, "image_emb")
+    text = _embeddings(text_emb, "text_emb", image.device)
+    m = torch.as_tensor(matches, device=image.device)
+    if m.dtype != torch.bool or tuple(m.shape) != (text.shape[0], image.shape[0]):
+        raise McadError(f"matches: expected a bool array [{text.shape[0]}, {image.shape[0]}], "
+                        f"got {m.dtype} of shape {tuple(m.shape)}")
+    if not bool(m.any(1).all()):
+        raise McadError("matches: every caption must match at least one image")
+    neg_inf = torch.tensor(float("-inf"), device=image.device)
+    t2i_rank = torch.empty(text.shape[0], dtype=torch.long, device=image.device)
+    best_i2t = torch.full((image.shape[0],), float("-inf"), device=image.device)
+    for t0 in range(0, text.shape[0], chunk_size):  # pass 1: t2i ranks, each image's best matching caption
+        s, mm = _block_scores(text[t0 : t0 + chunk_size], image), m[t0 : t0 + chunk_size]
+        best = torch.where(mm, s, neg_inf).amax(1, keepdim=True)
+        t2i_rank[t0 : t0 + chunk_size] = ((s >= best) & ~mm).sum(1)
+        best_i2t = torch.maximum(best_i2t, torch.where(mm, s, neg_inf).amax(0))
+    i2t_rank = torch.zeros(image.shape[0], dtype=torch.long, device=image.device)
+    for t0 in range(0, text.shape[0], chunk_size):  # pass 2: captions that outscore them
+        s, mm = _block_scores(text[t0 : t0 + chunk_size], image), m[t0 : t0 + chunk_size]
+        i2t_rank += ((s >= best_i2t[None, :]) & ~mm).sum(0)
+    i2t_rank = i2t_rank[m.any(0)]
+    out = {f"i2t_r{k}": 100.0 * (i2t_rank < k).double().mean().item() for k in ks}
+    out |= {f"t2i_r{k}": 100.0 * (t2i_rank < k).double().mean().item() for k in ks}
+    out["rsum"] = sum(out.values())
+    return out
+
+
 def twin_accuracy_from_scores(own_scores: Any, twin_scores: Any) -> float:
     """Percent of captions scoring higher with their own image than with its twin; ties count ½.
 

@@ -69,13 +69,15 @@ def rerank_metrics(cross: CrossEncoderTeacher, img_emb: torch.Tensor, txt_emb: t
 def teacher_report(dual: DualTeacher, cross: CrossEncoderTeacher, records: list[dict], prepared_dir: Path,
                    k: int, workers: int = 0) -> dict[str, dict[str, float]]:
     """``reports/teachers.json``: the dual teacher's test retrieval and the cross-encoder re-ranking it."""
+    from mcad_core.data.claims import caption_matches
     from mcad_core.data.manifest import flatten_captions
     from mcad_core.teacher_stream import dual_split_embeddings
 
     captions, cap_image = flatten_captions(records)
     img, txt = dual_split_embeddings(dual, records, prepared_dir, captions, 256, workers)
     return {
-        "teacher_dual": {**embedding_metrics(img, txt, cap_image, twin_index(records), twin_kinds(records)),
+        "teacher_dual": {**embedding_metrics(img, txt, cap_image, twin_index(records), twin_kinds(records),
+                                             caption_matches(records)),
                          "params_m": params_m(dual)},
         f"teacher_single_rerank{k}": {**rerank_metrics(cross, img, txt, records, prepared_dir, captions, cap_image, k,
                                                      workers=workers),

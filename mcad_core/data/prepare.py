@@ -32,7 +32,7 @@ def prepare_dataset(data_params: DataParams, out_dir: Path, card_path: Path, con
         sizes = {"train": syn.n_train, "val": syn.n_val, "test": syn.n_test, "teacher": syn.n_teacher,
                  "teacher_val": syn.n_teacher_val}
         scenes = {split: generate_split(split, sizes[split], data_params.seed, syn.image_size,
-                                        syn.captions_per_image, syn.max_objects) for split in (*SPLITS, *TEACHER_SPLITS)}
+                                        syn.captions_per_image, syn.max_objects, syn.partial_captions) for split in (*SPLITS, *TEACHER_SPLITS)}
         image_root, skipped = ".", None
     else:
         dataset = load_karpathy(data_params.karpathy, progress)

@@ -52,6 +52,7 @@ class Scene:
     relation: str | None
     background_seed: int
     captions: tuple[str, ...] = field(default=())
+    claims: tuple[dict, ...] = field(default=(), repr=False)  # what each caption asserts (partial captions only)
 
 
 # Caption templates. {a}/{b}/{c}: object phrases; {r}: relation of a to b; {rc}: its converse.
@@ -93,17 +94,48 @@ def _relation_words(relation: str, rng: np.random.Generator) -> tuple[str, str]:
     return surface(relation), surface(RELATIONS[relation])
 
 
-def _captions(scene: Scene, n: int, rng: np.random.Generator) -> tuple[str, ...]:
+def _states_count(template: str) -> bool:
+    """Whether a template says how many shapes the scene holds ("one", "two shapes", "a single")."""
+    return any(word in template for word in ("one {a}", "a single", "two shapes", "three shapes"))
+
+
+def _claim(objs: tuple[SceneObject, ...], relation: str | None, exact: bool) -> dict:
+    """What a caption asserts, as ``data/claims.py`` checks it against any scene."""
+    return {"objects": [[o.size, o.colour, o.shape] for o in objs], "relation": relation, "exact": exact}
+
+
+def _partial_view(scene: Scene, rng: np.random.Generator) -> tuple[tuple[SceneObject, ...], str | None]:
+    """A part of a scene a caption may describe: its related pair (of three objects), or one object."""
     objs = scene.objects
-    templates = {1: _ONE, 2: _TWO, 3: _THREE}[len(objs)]
+    if len(objs) == 3 and rng.random() < 0.5:
+        return objs[:2], scene.relation
+    return (objs[int(rng.integers(len(objs)))],), None
+
+
+def _captions(scene: Scene, n: int, rng: np.random.Generator,
+              partial: float = 0.0) -> tuple[tuple[str, ...], tuple[dict, ...]]:
+    """``n`` captions and, when ``partial`` > 0, what each asserts (its claim).
+
+    With ``partial`` > 0, each caption of a scene with two or more objects describes only a part of
+    it with probability ``partial`` (as real captions do), so it truly matches other scenes too;
+    the claims let evaluation count every true match. ``partial`` 0 draws no extra random numbers:
+    the default data stays as it was.
+    """
+    templates = {1: _ONE, 2: _TWO, 3: _THREE}[len(scene.objects)]
     order = rng.permutation(len(templates))
-    out = []
+    out, claims = [], []
     for i in range(n):
-        template = templates[order[i % len(templates)]]
-        r, rc = _relation_words(scene.relation, rng) if scene.relation else ("", "")
+        objs, relation, template = scene.objects, scene.relation, templates[order[i % len(templates)]]
+        if partial > 0 and len(objs) >= 2 and rng.random() < partial:
+            objs, relation = _partial_view(scene, rng)
+            open_templates = [t for t in {1: _ONE, 2: _TWO}[len(objs)] if not _states_count(t)]
+            template = open_templates[int(rng.integers(len(open_templates)))]
+        r, rc = _relation_words(relation, rng) if relation else ("", "")
         fields = {k: o.phrase() for k, o in zip("abc", objs)}
         out.append(template.format(r=r, rc=rc, **fields))
-    return tuple(out)
+        if partial > 0:
+            claims.append(_claim(objs, relation, _states_count(template)))
+    return tuple(out), tuple(claims)
 
 
 def _place(rng: np.random.Generator, size: int, radii: list[float], relation: str | None) -> list[tuple[float, float]] | None:
@@ -244,8 +276,9 @@ class GeneratedImage:
 
 
 def generate_split(split: str, n_images: int, seed: int, image_size: int, captions_per_image: int,
-                   max_objects: int) -> list[GeneratedImage]:
-    """Scenes (not yet drawn) for one split (one of ``STREAMS``); deterministic in (seed, split)."""
+                   max_objects: int, partial_captions: float = 0.0) -> list[GeneratedImage]:
+    """Scenes (not yet drawn) for one split (one of ``STREAMS``); deterministic in (seed, split).
+    ``partial_captions``: the share of captions that describe only a part of their scene."""
     rng = np.random.default_rng([seed, STREAMS.index(split)])
     counts = [k for k in _N_OBJECTS_P if k <= max_objects]
     probs = np.array([_N_OBJECTS_P[k] for k in counts])
@@ -256,12 +289,14 @@ def generate_split(split: str, n_images: int, seed: int, image_size: int, captio
         n_obj = int(rng.choice(counts, p=probs))
         scene = _random_scene(rng, n_obj, image_size)
         paired = _twin(scene, rng, image_size) if n_obj >= 2 and len(out) + 2 <= n_images else None
-        scene = replace(scene, captions=_captions(scene, captions_per_image, rng))
+        captions, claims = _captions(scene, captions_per_image, rng, partial_captions)
+        scene = replace(scene, captions=captions, claims=claims)
         if paired is None:
             out.append(GeneratedImage(f"{split}_{idx:06d}", scene, None))
             continue
         twin, kind = paired
-        twin = replace(twin, captions=_captions(twin, captions_per_image, rng))
+        captions, claims = _captions(twin, captions_per_image, rng, partial_captions)
+        twin = replace(twin, captions=captions, claims=claims)
         ida, idb = f"{split}_{idx:06d}", f"{split}_{idx + 1:06d}"
         out += [GeneratedImage(ida, scene, idb, kind), GeneratedImage(idb, twin, ida, kind)]
     return out
@@ -284,6 +319,8 @@ def manifest_record(item: GeneratedImage, image_rel: str, image_size: int) -> di
         record["relation"] = {"subject": 0, "object": 1, "relation": scene.relation}
     if item.twin_kind is not None:
         record["twin_kind"] = item.twin_kind
+    if scene.claims:
+        record["claims"] = [dict(c) for c in scene.claims]
     return record
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mcad_core.mcad.variants import VARIANTS
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from mcad_core.data.images import MemoryImages, StreamedImages
@@ -45,6 +46,7 @@ class DistillData:
     val_cap_image: torch.Tensor
     val_twin_of: list[int] | None = None  # val image -> its twin's index (-1: none), for val twin accuracy
     val_twin_kind: list[str | None] | None = None  # what each val twin exchanges (colour / size / relation)
+    val_matches: np.ndarray | None = None  # [N_val_txt, N_val_img]: every val image a caption truly describes
 
     @property
     def n_texts(self) -> int:
@@ -163,7 +165,7 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
         if rank == 0:
             fv, gv = encode_all(model, data.val_images, data.val_token_ids, device, precision=precision)
             val = embedding_metrics(fv, gv, data.val_cap_image.tolist(), data.val_twin_of or [-1] * len(fv),
-                                    data.val_twin_kind)
+                                    data.val_twin_kind, data.val_matches)
             _save_checkpoint(ckpt_dir, modules, opt, sched, epoch + 1)
             if log is not None:
                 log({f"val/{k}": val[k] for k in ("t2i_r1", "i2t_r1", "rsum", *TWIN_KEYS) if k in val}, True)
@@ -226,6 +228,7 @@ def build_distill_data(variant: str, train_records: list[dict], texts: list[str]
     """
     import torch
 
+    from mcad_core.data.claims import caption_matches
     from mcad_core.data.images import image_source
     from mcad_core.data.manifest import flatten_captions, twin_index, twin_kinds
 
@@ -245,6 +248,7 @@ def build_distill_data(variant: str, train_records: list[dict], texts: list[str]
         val_cap_image=torch.tensor(val_cap_image),
         val_twin_of=twin_index(val_records),
         val_twin_kind=twin_kinds(val_records),
+        val_matches=caption_matches(val_records),
     )
 
 
