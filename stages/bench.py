@@ -31,9 +31,9 @@ def main(params_path: str) -> None:
     b = params.bench
     queries = flatten_captions(read_manifest(PREPARED / "test.jsonl"))[0][:N_QUERIES]
     report = run_bench(MODELS, list(b.threads), b.runs, b.warmup, list(b.gallery_sizes), b.topk, queries, params.seed,
-                       b.recall_queries)
+                       b.recall_queries, PREPARED)
     write_json(REPORT, report)
-    write_json(METRICS, search_metrics(report["search"], report["search_recall"]))
+    write_json(METRICS, search_metrics(report["search"], report["search_recall"], report["real_query_recall"]))
     write_text(PLOT_ROWS, search_rows_csv(report["search"]))
     plot_search_latency(report["search"], PLOT_PNG)
 

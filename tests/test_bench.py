@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pipeline_fixtures import make_prepared
 from student_fixtures import CAPTIONS, exported
 
 from mcad_core.errors import McadError
@@ -56,7 +57,7 @@ def test_synthetic_gallery_and_errors():
 def test_bench_end_to_end(tmp_path):
     _, _, folder, _ = exported()
     report = run_bench(folder, threads=[1], runs=3, warmup=1, gallery_sizes=[100, 2000], topk=10,
-                       queries=CAPTIONS, recall_queries=40)
+                       queries=CAPTIONS, recall_queries=40, prepared_dir=make_prepared(tmp_path))
     env = report["environment"]
     assert env["runtime_version"] and env["cpu"]
     assert {(r["tower"], r["format"]) for r in report["encoders"]} == {
@@ -73,6 +74,10 @@ def test_bench_end_to_end(tmp_path):
     recall = report["search_recall"]
     assert recall["gallery_size"] == 2000 and recall["queries"] == 40 and recall["k"] == 10
     assert recall["recall_vs_stored"] >= 0.99 and recall["recall_vs_fp32"] >= 0.99
+    real = report["real_query_recall"]  # 16 test photos, 48 captions; 2000 rows from 72 photos, augmented
+    assert real["queries"] == 48 and real["format"] == "dynamic_int8"
+    assert {g: real["galleries"][g]["size"] for g in ("test", "big")} == {"test": 16, "big": 2000}
+    assert all(0.5 <= g["recall_vs_fp32"] <= 1.0 for g in real["galleries"].values())
     csv = search_rows_csv(report["search"])
     assert csv.splitlines()[0].startswith("series,") and len(csv.splitlines()) == 7
     plot_search_latency(report["search"], tmp_path / "plot.png")
@@ -91,7 +96,33 @@ def test_search_metrics_keep_the_headline_model_only():
     assert search_metrics(rows, recall) == {  # dynamic_int8, 1 thread
         "p50_ms_1000": 1.1, "p50_ms_100000": 11.0, "scan_floor_ratio_1000": 1.25, "scan_floor_ratio_100000": 1.25,
         "recall_at_10": 0.9877}
+    real = {"k": 10, "galleries": {"test": {"size": 1000, "recall_vs_fp32": 1.0},
+                                   "big": {"size": 100_000, "recall_vs_fp32": 0.99848}}}
+    assert search_metrics(rows, recall, real) == search_metrics(rows, recall) | {
+        "real_recall_at_10_1000": 1.0, "real_recall_at_10_100000": 0.9985}
     assert search_metrics([r for r in rows if r["text_format"] == "fp32"]) == {}
+
+
+def test_scan_recall_counts_what_int8_cannot_tell_apart():
+    from mcad_core.export.query_recall import scan_recall
+
+    rng = np.random.default_rng(0)
+    emb = _unit(rng, 500, 32)
+    assert scan_recall(emb[:20], emb, 1) == 1.0  # each row finds itself
+    close = _unit(rng, 1, 32) + 1e-6 * rng.standard_normal((500, 32)).astype(np.float32)  # beyond int8's resolution
+    assert scan_recall(_unit(rng, 20, 32), close, 10) < 0.5
+
+
+def test_the_big_gallery_is_the_photos_then_their_augmented_copies():
+    from mcad_core.export.query_recall import CHUNK, augmented, gallery_rows
+
+    rng = np.random.default_rng(0)
+    photos = rng.integers(0, 256, (30, 3, 16, 16), dtype=np.uint8)
+    rows = np.concatenate(list(gallery_rows(photos, CHUNK + 50, seed=1)))
+    assert rows.shape == (CHUNK + 50, 3, 16, 16) and np.array_equal(rows[:30], photos)
+    assert np.array_equal(rows, np.concatenate(list(gallery_rows(photos, CHUNK + 50, seed=1))))  # deterministic
+    assert not any(np.array_equal(rows[30], p) for p in photos)  # a crop or mirror, not a copy
+    assert augmented(photos, 5, seed=2).shape == (5, 3, 16, 16)
 
 
 def test_scan_worker_reports_the_floor_ratio(tmp_path):

@@ -70,9 +70,13 @@ def _sample_input(enc_path: Path, tokenizer_path: Path, query: str) -> np.ndarra
 
 
 def run_bench(model_dir: str | Path, threads: list[int], runs: int, warmup: int, gallery_sizes: list[int],
-              topk: int, queries: list[str], seed: int = 0, recall_queries: int = 1000) -> dict:
+              topk: int, queries: list[str], seed: int = 0, recall_queries: int = 1000,
+              prepared_dir: str | Path | None = None) -> dict:
     """Encoder rows (tower, format, threads), search rows (text format, gallery size, threads) and the
-    search's recall@k (``search_recall``, at the largest gallery size up to 100k)."""
+    search's recall@k at the largest gallery size up to 100k: random queries (``search_recall``) and,
+    given the prepared data, the test captions over photo embeddings (``real_query_recall``)."""
+    from mcad_core.export.query_recall import real_query_recall
+
     from tqdm import tqdm
 
     from mcad_core.export.gallery import write_quantized_gallery
@@ -110,10 +114,13 @@ def run_bench(model_dir: str | Path, threads: list[int], runs: int, warmup: int,
                 searches.append({"text_format": fmt, "gallery_size": size, "threads": n, "topk": topk,
                                  "gallery_storage": "int8, per-vector scale, memory-mapped file", **row})
             gallery_file.unlink()
-    recall = search_recall(max((s for s in gallery_sizes if s <= 100_000), default=min(gallery_sizes)), dim,
-                           recall_queries, topk, seed) if text_formats and recall_queries else None
+    recall_size = max((s for s in gallery_sizes if s <= 100_000), default=min(gallery_sizes))
+    recall = search_recall(recall_size, dim, recall_queries, topk, seed) if text_formats and recall_queries else None
+    fmt = HEADLINE_SEARCH[0]
+    real = (real_query_recall(model_dir, prepared_dir, fmt, recall_size, topk, seed)
+            if prepared_dir is not None and recall_queries and all((t, fmt) in present for t in TOWERS) else None)
     return {"environment": runtime_info(), "runs": runs, "warmup": warmup, "encoders": encoders,
-            "search": searches, "search_recall": recall}
+            "search": searches, "search_recall": recall, "real_query_recall": real}
 
 
 def search_recall(size: int, dim: int, queries: int, topk: int, seed: int = 0, threads: int = 1) -> dict:
@@ -152,10 +159,11 @@ def search_recall(size: int, dim: int, queries: int, topk: int, seed: int = 0, t
 HEADLINE_SEARCH = ("dynamic_int8", 1)
 
 
-def search_metrics(search_rows: list[dict], recall: dict | None = None) -> dict[str, float]:
+def search_metrics(search_rows: list[dict], recall: dict | None = None, real: dict | None = None) -> dict[str, float]:
     """The bench's DVC metrics: search p50 (ms) and the scan's ratio to the memory floor per gallery
     size, for ``HEADLINE_SEARCH`` only, so an experiment compares one model on one thread (none when
-    the bench params leave it out); and the search's recall@k against exact fp32 search."""
+    the bench params leave it out); and the search's recall@k against exact fp32 search, with random
+    queries and with test captions (``real_recall_at_k_<gallery size>``)."""
     fmt, threads = HEADLINE_SEARCH
     rows = [r for r in search_rows if (r["text_format"], r["threads"]) == (fmt, threads)]
     out = {f"p50_ms_{r['gallery_size']}": round(r["p50_ms"], 3) for r in rows}
@@ -163,6 +171,9 @@ def search_metrics(search_rows: list[dict], recall: dict | None = None) -> dict[
             if "scan_floor_ratio" in r}
     if recall:
         out[f"recall_at_{recall['k']}"] = round(recall["recall_vs_fp32"], 4)
+    if real:
+        out |= {f"real_recall_at_{real['k']}_{g['size']}": round(g["recall_vs_fp32"], 4)
+                for g in real["galleries"].values()}
     return out
 
 
