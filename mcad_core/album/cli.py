@@ -16,7 +16,7 @@ import click
 from mcad_core.album.index import CHUNK_PHOTOS
 from mcad_core.cli import one_line_errors
 from mcad_core.errors import McadError
-from mcad_core.export.tflite import FORMATS
+from mcad_core.runtime.encoder import FORMATS
 
 models_option = click.option("--models", "models_dir", default="models/tflite", show_default=True,
                              type=click.Path(file_okay=False, path_type=Path),
