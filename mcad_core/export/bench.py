@@ -76,9 +76,9 @@ def run_bench(model_dir: str | Path, threads: list[int], runs: int, warmup: int,
     search's recall@k (``search_recall``, at the largest gallery size up to 100k)."""
     from tqdm import tqdm
 
+    from mcad_core.runtime.encoder import TFLiteEncoder
     from mcad_core.runtime.gallery import write_quantized_gallery
     from mcad_core.runtime.search import synthetic_gallery
-    from mcad_core.runtime.encoder import TFLiteEncoder
 
     model_dir = Path(model_dir)
     tokenizer = model_dir / "tokenizer.json"

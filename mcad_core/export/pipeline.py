@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mcad_core.runtime.search import quantize_gallery
 from mcad_core.export.tflite import export_student, parity
 from mcad_core.runtime.encoder import TFLiteEncoder, model_filename
+from mcad_core.runtime.search import quantize_gallery
 
 if TYPE_CHECKING:
     from mcad_core.data.images import StreamedImages
@@ -79,8 +79,8 @@ def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str |
     conversion seconds per file (apart: timings change run to run, the tracked report must not)."""
     import torch
 
-    from mcad_core.student.model import encode_images_torch, encode_texts_torch, load_student, params_m
     from mcad_core.evaluation.retrieval import retrieval_metrics
+    from mcad_core.student.model import encode_images_torch, encode_texts_torch, load_student, params_m
 
     prepared_dir = Path(prepared_dir)
     model, tokenizer = load_student(student_dir)

@@ -96,8 +96,8 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     from mcad_core.evaluation.metrics import TWIN_KEYS, embedding_metrics
     from mcad_core.mcad.batches import PairBatchSampler, pair_lookup
     from mcad_core.mcad.losses import mcad_loss, teacher_logits
-    from mcad_core.student.model import build_student, encode_all
     from mcad_core.precision import autocast, grad_scaler
+    from mcad_core.student.model import build_student, encode_all
 
     spec = VARIANTS[variant]
     torch.manual_seed(seed)

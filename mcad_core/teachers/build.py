@@ -19,8 +19,8 @@ from mcad_core.io import atomic_path, write_json
 from mcad_core.teachers.blip import BLIP_FILE
 
 if TYPE_CHECKING:
-    from mcad_core.teachers.api import CrossEncoderTeacher, DualTeacher
     from mcad_core.params import TeachersParams
+    from mcad_core.teachers.api import CrossEncoderTeacher, DualTeacher
 
 EMBEDDED_CROSS = "region"
 
