@@ -12,6 +12,12 @@ ops (nms, roi_align) stay unavailable, and nothing in mcad uses them.
 the moment something first imports torchvision. So the torch-free parts (the
 ``mcad`` album command, the benchmark's search process) start without torch
 (~0.2 s instead of ~3 s), and everything else still gets a working torchvision.
+
+When it can go: as soon as ``import torchvision`` works beside the pinned torch without it (a CPU
+build of torchvision for that torch, or torch and torchvision from one CUDA index, as on a GPU
+machine). ``tests/test_torchvision_compat.py`` says so: its check that the hook is still needed
+skips, naming this file, once a plain import succeeds. Then delete this module and its two lines
+in ``mcad_core/__init__.py`` (docs/ENVIRONMENT.md, "torchvision on a CPU-only torch").
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ _MISSING_OP = "operator torchvision::nms does not exist"
 _FRAGMENT = None  # keeps the torch.library registration alive for the process
 
 
-def _drop_torchvision_modules(submodules_only: bool = False) -> None:
-    for name in [n for n in sys.modules if n.startswith("torchvision.") or (n == "torchvision" and not submodules_only)]:
+def _drop_torchvision_submodules() -> None:
+    """Forget the submodules a failed first run of torchvision's ``__init__`` left half-imported."""
+    for name in [n for n in sys.modules if n.startswith("torchvision.")]:
         del sys.modules[name]
 
 
@@ -37,27 +44,6 @@ def _define_missing_ops() -> None:
     _FRAGMENT = torch.library.Library("torchvision", "FRAGMENT")
     for op in ("nms", "qnms"):
         _FRAGMENT.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-
-
-def ensure_torchvision_importable() -> None:
-    """Import torchvision, patching the missing operator schemas if needed.
-
-    A no-op where torchvision is absent or imports normally. Costs one torch
-    import (~1.6 s) only when torchvision is installed, which it always is here.
-    """
-    if "torchvision" in sys.modules and "torchvision.ops" in sys.modules:
-        return
-    try:
-        import torchvision  # noqa: F401
-        return
-    except ImportError:
-        return
-    except RuntimeError as err:
-        if _MISSING_OP not in str(err):
-            raise
-    _drop_torchvision_modules()
-    _define_missing_ops()
-    import torchvision  # noqa: F401,F811
 
 
 class _RetryingLoader(importlib.abc.Loader):
@@ -77,7 +63,7 @@ class _RetryingLoader(importlib.abc.Loader):
         except RuntimeError as err:
             if _MISSING_OP not in str(err):
                 raise
-            _drop_torchvision_modules(submodules_only=True)
+            _drop_torchvision_submodules()
             _define_missing_ops()
             self._loader.exec_module(module)
         remove_import_hook()
@@ -112,5 +98,6 @@ def install_import_hook() -> None:
 
 
 def remove_import_hook() -> None:
+    """Stop patching: once torchvision is loaded, or for a test that wants the plain import."""
     if _HOOK in sys.meta_path:
         sys.meta_path.remove(_HOOK)

@@ -1,8 +1,10 @@
-"""Atomic output writing: a stage never leaves a half-written file or folder behind."""
+"""Stage outputs written atomically (a stage never leaves a half-written file or folder behind), and
+files hashed for fingerprints and run keys."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -50,3 +52,12 @@ def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

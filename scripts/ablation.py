@@ -1,6 +1,6 @@
 """Seed ablation on test: every variant at its own val-chosen config (reports/tuning.json), on
 seeds never used in tuning; mean ± std per test metric and per-seed paired differences to
-dual_kd and contrastive (mcad_core.ablation_report).
+dual_kd and contrastive (mcad_tools.ablation_report).
 
 Reads the pipeline's cache and fused targets (run `dvc repro fuse` first) and trains in
 process, leaving the pipeline's own students untouched. Writes reports/ablation.md and
@@ -30,13 +30,13 @@ from mcad_core.paths import CACHE, FUSED, PREPARED, TEACHERS
 def main(seeds: str, tuning_path: str, variants: str, out: str, params_path: str) -> None:
     import tempfile
 
-    from mcad_core.ablation_report import ablation_markdown, summarise
+    from mcad_tools.ablation_report import ablation_markdown, summarise
     from mcad_core.data.images import MemoryImages, load_images_uint8
     from mcad_core.data.manifest import read_manifest
     from mcad_core.errors import McadError
     from mcad_core.io import write_json, write_text
     from mcad_core.mcad.experiment import measure_run
-    from mcad_core.models.student import load_config
+    from mcad_core.student.config import load_config
 
     params = load_params(params_path)
     tuning = json.loads(Path(tuning_path).read_text())

@@ -31,7 +31,7 @@ def main(repeats: int, params_path: str) -> None:
 
     from mcad_core.data.manifest import flatten_captions, load_image, read_manifest
     from mcad_core.mcad.train import distill_student, load_distill_inputs
-    from mcad_core.models.dual import load_saved_dual_teacher
+    from mcad_core.teachers.dual import load_saved_dual_teacher
 
     params = load_params(params_path)
     one_epoch = params.distill.model_copy(update={"epochs": 1})

@@ -39,8 +39,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mcad_core.export.bench import cpu_model, run_worker  # noqa: E402
-from mcad_core.export.gallery import open_gallery, write_quantized_gallery  # noqa: E402
-from mcad_core.export.search import (  # noqa: E402
+from mcad_core.runtime.gallery import open_gallery, write_quantized_gallery  # noqa: E402
+from mcad_core.runtime.search import (  # noqa: E402
     RERANK_EXTRA, Int8Gallery, quantize_gallery, quantize_query, scan_candidates, scan_kernel_name, search_topk)
 
 K = 10
@@ -163,7 +163,7 @@ def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 
 def write_random_gallery(path: Path, emb: np.ndarray | None, n: int, d: int, seed: int) -> Int8Gallery:
-    from mcad_core.export.search import synthetic_gallery
+    from mcad_core.runtime.search import synthetic_gallery
 
     gallery = quantize_gallery(emb) if emb is not None else synthetic_gallery(n, d, seed)
     write_quantized_gallery(path, "random", gallery, [str(i) for i in range(n)])

@@ -71,10 +71,10 @@ def main(variant: str, image_size: int, context_length: int, pretrained_lr: floa
     import time
 
     from mcad_core.data.manifest import read_manifest
-    from mcad_core.evaluation import student_metrics
+    from mcad_core.evaluation.report import student_metrics
     from mcad_core.io import write_json, write_text
     from mcad_core.mcad.train import distill_student, load_distill_inputs
-    from mcad_core.models.student import CONFIG_DIR
+    from mcad_core.student.config import CONFIG_DIR
 
     params = load_params(params_path)
     test = read_manifest(PREPARED / "test.jsonl")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+REPO = Path(__file__).resolve().parents[1]  # the checkout whose stages the rehearsal runs
+
 
 @click.command()
 @click.option("--sizes", default="200,800", show_default=True, help="Comma-separated numbers of images N.")
@@ -39,7 +41,7 @@ def main(sizes: str, device: str, workers: int, hard_k: int, epochs: int, batch_
     import shutil
 
     from mcad_core.io import write_json
-    from mcad_core.scale_rehearsal import STAGES, device_name, rehearse
+    from mcad_tools.scale_rehearsal import STAGES, device_name, rehearse
 
     stage_list = tuple(s for s in stages.split(",") if s)
     unknown = sorted(set(stage_list) - set(STAGES))
@@ -58,7 +60,7 @@ def main(sizes: str, device: str, workers: int, hard_k: int, epochs: int, batch_
         folder = Path(root) / str(n)
         if not reuse:
             shutil.rmtree(folder, ignore_errors=True)
-        figures = rehearse(n, folder, device, workers, hard_k, epochs, batch_size, student_parts, stage_list,
+        figures = rehearse(n, folder, REPO, device, workers, hard_k, epochs, batch_size, student_parts, stage_list,
                            live=not no_live, chunk_images=chunk_images, reuse=reuse)
         report[str(n)] = {**report.get(str(n), {}), **figures} if reuse else figures
         write_json(out, report)

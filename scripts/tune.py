@@ -30,8 +30,8 @@ def main(grid_path: str, seeds: str, out: str, params_path: str) -> None:
     from mcad_core.data.manifest import read_manifest
     from mcad_core.io import write_json, write_text
     from mcad_core.mcad.experiment import measure_run
-    from mcad_core.mcad.tuning import choose, tuning_markdown
-    from mcad_core.models.student import load_config
+    from mcad_tools.tuning import choose, tuning_markdown
+    from mcad_core.student.config import load_config
 
     params = load_params(params_path)
     grid = yaml.safe_load(Path(grid_path).read_text())

@@ -1,18 +1,10 @@
 """Stage `bench`: the exported towers and text->image search, measured as a phone runs them (docs/DESIGN.md §6)."""
 
-from pathlib import Path
-
 import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
-from mcad_core.paths import PREPARED
-
-MODELS = Path("models/tflite")
-REPORT = Path("reports/latency.json")
-METRICS = Path("reports/search_metrics.json")
-PLOT_ROWS = Path("reports/plots/search_latency.csv")
-PLOT_PNG = Path("reports/search_latency.png")
+from mcad_core.paths import LATENCY, PREPARED, SEARCH_LATENCY_PNG, SEARCH_LATENCY_ROWS, SEARCH_METRICS, TFLITE
 N_QUERIES = 20
 
 
@@ -30,12 +22,12 @@ def main(params_path: str) -> None:
     params = load_params(params_path)
     b = params.bench
     queries = flatten_captions(read_manifest(PREPARED / "test.jsonl"))[0][:N_QUERIES]
-    report = run_bench(MODELS, list(b.threads), b.runs, b.warmup, list(b.gallery_sizes), b.topk, queries, params.seed,
+    report = run_bench(TFLITE, list(b.threads), b.runs, b.warmup, list(b.gallery_sizes), b.topk, queries, params.seed,
                        b.recall_queries, PREPARED)
-    write_json(REPORT, report)
-    write_json(METRICS, search_metrics(report["search"], report["search_recall"], report["real_query_recall"]))
-    write_text(PLOT_ROWS, search_rows_csv(report["search"]))
-    plot_search_latency(report["search"], PLOT_PNG)
+    write_json(LATENCY, report)
+    write_json(SEARCH_METRICS, search_metrics(report["search"], report["search_recall"], report["real_query_recall"]))
+    write_text(SEARCH_LATENCY_ROWS, search_rows_csv(report["search"]))
+    plot_search_latency(report["search"], SEARCH_LATENCY_PNG)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,10 @@
 """Stage `cache`: run both teachers once over the train and val splits (docs/DESIGN.md §4)."""
 
-from pathlib import Path
-
 import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
-from mcad_core.paths import PREPARED, TEACHERS
-
-OUT = Path("data/cache")
+from mcad_core.paths import CACHE, PREPARED, TEACHERS
 
 
 @click.command()
@@ -23,11 +19,11 @@ def main(params_path: str) -> None:
     from mcad_core.data.manifest import TEXTS_FILE, read_manifest, read_texts
     from mcad_core.io import atomic_path
     from mcad_core.mcad.cache import build_cache, cache_fingerprint, save_tensors
-    from mcad_core.models.teachers import load_teachers
+    from mcad_core.teachers.build import load_teachers
 
     params = load_params(params_path)
     dual, cross = load_teachers(TEACHERS, params.device)
-    with atomic_path(OUT) as tmp:
+    with atomic_path(CACHE) as tmp:
         tmp.mkdir()
         for split in ("train", "val"):
             manifest = PREPARED / f"{split}.jsonl"

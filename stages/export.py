@@ -1,17 +1,10 @@
 """Stage `export`: the trained student -> TFLite fp32 / dynamic int8 / full int8 (docs/DESIGN.md §6)."""
 
-from pathlib import Path
-
 import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
-from mcad_core.paths import PREPARED
-
-STUDENTS = Path("models/student")
-OUT = Path("models/tflite")
-REPORT = Path("reports/export.json")
-METRICS = Path("reports/export_metrics.json")
+from mcad_core.paths import EXPORT_METRICS, EXPORT_REPORT, PREPARED, STUDENTS, TFLITE
 
 
 @click.command()
@@ -25,12 +18,12 @@ def main(params_path: str) -> None:
 
     params = load_params(params_path)
     ex = params.export
-    with atomic_path(OUT) as tmp:
+    with atomic_path(TFLITE) as tmp:
         report, timings = run_export(STUDENTS / ex.variant, PREPARED, tmp, list(ex.formats), ex.calib_samples, params.seed)
-    write_json(REPORT, {"variant": ex.variant, **report})
+    write_json(EXPORT_REPORT, {"variant": ex.variant, **report})
     click.echo("conversion seconds (not in the tracked report): "
                + ", ".join(f"{name} {seconds:.1f}" for name, seconds in timings.items()))
-    write_json(METRICS, export_metrics(report))
+    write_json(EXPORT_METRICS, export_metrics(report))
 
 
 if __name__ == "__main__":

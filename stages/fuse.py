@@ -1,15 +1,10 @@
 """Stage `fuse`: fused teacher targets from the cache (docs/DESIGN.md §4.1-4.2)."""
 
-from pathlib import Path
-
 import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
-from mcad_core.paths import CACHE, PREPARED, TEACHERS
-
-OUT = Path("data/fused")
-REPORT = Path("reports/fuse.json")
+from mcad_core.paths import CACHE, FUSE_REPORT, FUSED, PREPARED, TEACHERS
 
 
 @click.command()
@@ -21,8 +16,8 @@ def main(params_path: str) -> None:
     from mcad_core.mcad.targets import write_fused_targets
 
     params = load_params(params_path)
-    report = write_fused_targets(params, OUT, PREPARED, TEACHERS, CACHE)
-    write_json(REPORT, {"projection": params.fuse.projection, "shift": params.fuse.shift, **report})
+    report = write_fused_targets(params, FUSED, PREPARED, TEACHERS, CACHE)
+    write_json(FUSE_REPORT, {"projection": params.fuse.projection, "shift": params.fuse.shift, **report})
 
 
 if __name__ == "__main__":

@@ -4,13 +4,12 @@ Writes data/prepared/ (manifests, source.json, synthetic images), reports/data.j
 (the dataset card) and reports/contact_sheet.png, all relative to the working directory.
 """
 
-from pathlib import Path
-
 import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.data.prepare import prepare_dataset
 from mcad_core.params import load_params
+from mcad_core.paths import CONTACT_SHEET, DATA_CARD, PREPARED
 
 
 @click.command()
@@ -19,7 +18,7 @@ from mcad_core.params import load_params
 def main(params_path: str) -> None:
     """Build data/prepared/ from the embedded generator or a Karpathy-split dataset on disk."""
     params = load_params(params_path)
-    prepare_dataset(params.data, Path("data/prepared"), Path("reports/data.json"), Path("reports/contact_sheet.png"))
+    prepare_dataset(params.data, PREPARED, DATA_CARD, CONTACT_SHEET)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,11 @@ They stand for models pretrained elsewhere: they train on their own corpus
 (data/prepared/teacher*.jsonl) and never see the student's train, val or test split.
 """
 
-from pathlib import Path
-
 import click
 
 from mcad_core.cli import one_line_errors, params_option
 from mcad_core.params import load_params
-from mcad_core.paths import PREPARED
-
-OUT = Path("models/teachers")
-CKPT = Path("models/checkpoints/teachers")
+from mcad_core.paths import CHECKPOINTS, PREPARED, TEACHERS, TEACHERS_REPORT
 TIMINGS = ("train_time_s", "train_s")
 
 
@@ -27,23 +22,22 @@ def main(params_path: str) -> None:
 
     from mcad_core.checkpoint import checkpoint_dir, run_key
     from mcad_core.data.manifest import read_manifest
-    from mcad_core.io import write_json
-    from mcad_core.mcad.cache import file_sha256
-    from mcad_core.models.teachers import build_dual, build_single, write_fingerprints
+    from mcad_core.io import file_sha256, write_json
+    from mcad_core.teachers.build import build_cross, build_dual, write_fingerprints
 
     params = load_params(params_path)
     train, val = (read_manifest(PREPARED / f"{s}.jsonl") for s in ("teacher", "teacher_val"))
     key = run_key(params.seed, params.teachers.model_dump(), file_sha256(PREPARED / "teacher.jsonl"))
-    ckpt = checkpoint_dir(CKPT, key)
-    dual, dual_summary = build_dual(params.teachers, train, val, PREPARED, OUT / "dual", ckpt / "dual",
+    ckpt = checkpoint_dir(CHECKPOINTS / "teachers", key)
+    dual, dual_summary = build_dual(params.teachers, train, val, PREPARED, TEACHERS / "dual", ckpt / "dual",
                                     params.seed, params.device, params.workers, params.precision)
-    cross, single_summary = build_single(params.teachers, train, val, PREPARED, OUT / "single", ckpt / "single",
+    cross, cross_summary = build_cross(params.teachers, train, val, PREPARED, TEACHERS / "single", ckpt / "single",
                                          params.seed, params.device)
-    write_fingerprints(OUT, dual, cross)
-    report = json.loads(json.dumps({"dual": dual_summary, "single": single_summary}, default=str))
+    write_fingerprints(TEACHERS, dual, cross)
+    report = json.loads(json.dumps({"dual": dual_summary, "single": cross_summary}, default=str))
     click.echo(json.dumps(report, indent=2))
     # Timings change run to run: printed above, kept out of the tracked report (a clean tree after repro).
-    write_json("reports/teachers.json", {name: {k: v for k, v in part.items() if k not in TIMINGS}
+    write_json(TEACHERS_REPORT, {name: {k: v for k, v in part.items() if k not in TIMINGS}
                                          for name, part in report.items()})
 
 

@@ -31,9 +31,9 @@ def tiny_teachers(records: list[dict]):
     give the cross-encoder's vocabulary (the teachers' corpus)."""
     import torch
 
-    from mcad_core.models.dual import load_dual_teacher
-    from mcad_core.models.region.teacher import RegionCrossEncoder, default_config, load_model_config
-    from mcad_core.models.region.tokenizer import WordTokenizer
+    from mcad_core.teachers.dual import load_dual_teacher
+    from mcad_core.teachers.region.teacher import RegionCrossEncoder, default_config, load_model_config
+    from mcad_core.teachers.region.tokenizer import WordTokenizer
 
     dual = load_dual_teacher("mcad-dual-tiny", None, seed=0)
     cfg = default_config(load_model_config("region-tiny"))

@@ -34,8 +34,8 @@ def tiny_student(folder: Path):
     """A tiny student with non-trivial BatchNorm statistics, and its tokenizer."""
     import torch
 
-    from mcad_core.models.student import build_student
-    from mcad_core.models.student_tokenizer import StudentTokenizer
+    from mcad_core.student.model import build_student
+    from mcad_core.student.tokenizer import StudentTokenizer
 
     tok = StudentTokenizer.train(CAPTIONS, context_length=TINY_CONFIG["text"]["context_length"])
     cfg_path = folder / "tiny.json"

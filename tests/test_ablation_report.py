@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcad_core.ablation_report import ablation_markdown, summarise
+from mcad_tools.ablation_report import ablation_markdown, summarise
 from mcad_core.errors import McadError
 
 

@@ -34,8 +34,8 @@ def train_tiny_student(folder: Path, records: list[dict], images: np.ndarray):
     import torch
 
     from mcad_core.mcad.losses import clip_loss
-    from mcad_core.models.student import build_student
-    from mcad_core.models.student_tokenizer import StudentTokenizer
+    from mcad_core.student.model import build_student
+    from mcad_core.student.tokenizer import StudentTokenizer
 
     captions = [c for rec in records for c in rec["captions"]]
     tok = StudentTokenizer.train(captions, context_length=16)
@@ -145,7 +145,7 @@ def wait_for(check: Callable[[], bool], what: str, procs: list[subprocess.Popen]
 
 def stored_rows(gallery: Path, fingerprint: str) -> list[str]:
     """The ids a reader sees now (none before the first store)."""
-    from mcad_core.export.gallery import open_gallery
+    from mcad_core.runtime.gallery import open_gallery
 
     if not gallery.exists():
         return []
@@ -202,7 +202,7 @@ def test_a_query_of_unknown_words_is_told_apart_with_a_wordpiece_tokenizer_too()
     """[CLS] and [SEP] (a pretrained student's WordPiece tokenizer adds them) are not known words."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-    from mcad_core.models.student_tokenizer import StudentTokenizer
+    from mcad_core.student.tokenizer import StudentTokenizer
 
     vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "red": 4, "circle": 5, "##s": 6, "a": 7}
     wp = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
@@ -324,7 +324,7 @@ def test_bad_input_is_one_line_and_leaves_no_gallery(album, tmp_path):
     assert "zz_broken.jpg" in result.stderr
 
     # a gallery from another model: refused by search and by index, and left as it was
-    from mcad_core.export.gallery import write_gallery
+    from mcad_core.runtime.gallery import write_gallery
 
     foreign = out / "foreign.gallery"
     write_gallery(foreign, "mcad-student:dynamic_int8:0123456789abcdef", np.eye(3, 32, dtype=np.float32),
@@ -402,7 +402,7 @@ def test_photos_are_read_upright_as_their_exif_orientation_says(tmp_path):
 def test_litert_info_lines_are_dropped_and_its_other_lines_kept(capfd):
     """LiteRT writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to fd 2 from C++ when an
     interpreter is built: dropped; a warning or error it writes still reaches the user."""
-    from mcad_core.export.tflite import _without_native_info
+    from mcad_core.runtime.encoder import _without_native_info
 
     with _without_native_info():
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nWARNING: kept\n")
@@ -415,7 +415,7 @@ def test_reindexing_one_folder_keeps_the_rows_of_the_others(album, tmp_path):
     """One gallery, two folders: re-indexing the first (unchanged, or with a photo changed and one deleted)
     leaves the second's rows as they were; hidden files are never indexed."""
     from mcad_core.album.index import id_path
-    from mcad_core.export.gallery import open_gallery
+    from mcad_core.runtime.gallery import open_gallery
 
     photos = sorted(album["photos"].glob("*.png"))
     a, b = copy_photos(photos[:20], tmp_path / "a"), copy_photos(photos[20:40], tmp_path / "b")
@@ -449,7 +449,7 @@ def test_reindexing_one_folder_keeps_the_rows_of_the_others(album, tmp_path):
 def test_index_and_search_refuse_what_they_cannot_use_in_one_line(album, tmp_path):
     from mcad_core.album.index import index_folder
     from mcad_core.album.model import ExportedModel
-    from mcad_core.export.gallery import write_gallery
+    from mcad_core.runtime.gallery import write_gallery
 
     gallery = tmp_path / "album.gallery"
     photo = next(album["photos"].glob("*.png"))
@@ -475,7 +475,7 @@ def test_two_index_runs_on_one_gallery_take_turns_and_keep_every_photo(album, tm
     opens) always finds a valid gallery, never fewer rows than before."""
     from mcad_core.album.index import id_path
     from mcad_core.album.model import ExportedModel
-    from mcad_core.export.gallery import gallery_lock, open_gallery
+    from mcad_core.runtime.gallery import gallery_lock, open_gallery
 
     photos = sorted(album["photos"].glob("*.png"))
     folders = {"a": copy_photos(photos[:30], tmp_path / "a"), "b": copy_photos(photos[30:], tmp_path / "b")}
@@ -513,7 +513,7 @@ def test_a_killed_index_keeps_what_it_saved_and_the_rerun_embeds_only_the_rest(a
     from mcad_core.album import index as index_module
     from mcad_core.album.index import id_path
     from mcad_core.album.model import ExportedModel
-    from mcad_core.export.gallery import open_gallery
+    from mcad_core.runtime.gallery import open_gallery
 
     photos = copy_photos(sorted(album["photos"].glob("*.png")), tmp_path / "photos")
     gallery = tmp_path / "album.gallery"

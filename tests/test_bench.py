@@ -9,7 +9,7 @@ from student_fixtures import CAPTIONS, exported
 
 from mcad_core.errors import McadError
 from mcad_core.export.bench import plot_search_latency, run_bench, search_metrics, search_rows_csv
-from mcad_core.export.search import Int8Gallery, quantize_gallery, search_topk, synthetic_gallery
+from mcad_core.runtime.search import Int8Gallery, quantize_gallery, search_topk, synthetic_gallery
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -127,7 +127,7 @@ def test_the_big_gallery_is_the_photos_then_their_augmented_copies():
 
 def test_scan_worker_reports_the_floor_ratio(tmp_path):
     from mcad_core.export.bench import run_worker
-    from mcad_core.export.gallery import write_quantized_gallery
+    from mcad_core.runtime.gallery import write_quantized_gallery
 
     write_quantized_gallery(tmp_path / "g.mcg", "fp", synthetic_gallery(3000, 64, seed=1), [str(i) for i in range(3000)])
     row = run_worker("scan", tmp_path / "g.mcg", 1, 3, 1, 10)

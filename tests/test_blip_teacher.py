@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from mcad_core.errors import McadError
-from mcad_core.models.blip import load_blip_reference, load_blip_teacher, pre_caption, save_blip_reference
+from mcad_core.teachers.blip import load_blip_reference, load_blip_teacher, pre_caption, save_blip_reference
 
 WORDS = "a an the red blue green circle square star left right of above below small large is there".split()
 
@@ -169,7 +169,7 @@ class _StateSpy(torch.Tensor):
 
 
 def test_vision_states_are_never_moved_while_pairs_are_scored(blip_folder, monkeypatch):
-    from mcad_core.teacher_stream import score_pairs
+    from mcad_core.teachers.streaming import score_pairs
 
     teacher = load_blip_teacher(str(blip_folder))
     vision = teacher.model.vision_model.forward

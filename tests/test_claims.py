@@ -9,8 +9,8 @@ from mcad_core.data.claims import caption_matches, claim_holds
 from mcad_core.data.manifest import flatten_captions, twin_index, twin_kinds
 from mcad_core.data.synthetic import generate_split, manifest_record
 from mcad_core.errors import McadError
-from mcad_core.evaluation import embedding_metrics
-from mcad_core.retrieval import matched_retrieval_metrics, retrieval_metrics
+from mcad_core.evaluation.metrics import embedding_metrics
+from mcad_core.evaluation.retrieval import matched_retrieval_metrics, retrieval_metrics
 
 
 def records(partial: float, n: int = 200) -> list[dict]:

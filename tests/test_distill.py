@@ -13,7 +13,7 @@ from mcad_core.mcad.batches import pair_lookup
 from mcad_core.mcad.cache import build_cache
 from mcad_core.mcad.fusion import FuseSettings, run_fusion
 from mcad_core.mcad.train import build_distill_data, distill_student
-from mcad_core.models.student import StudentTokenizer, load_student, save_student
+from mcad_core.student.model import StudentTokenizer, load_student, save_student
 from mcad_core.params import DistillParams
 from tests.pipeline_fixtures import make_prepared, tiny_student_config, tiny_teachers
 

@@ -5,14 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
+from mcad_core.checkpoint import LAST
 from mcad_core.errors import McadError
-from mcad_core.models.dual import (
-    TRAIN_STATE_FILE,
-    load_dual_teacher,
-    load_saved_dual_teacher,
-    save_dual_teacher,
-    train_dual_teacher,
-)
+from mcad_core.teachers.dual import load_dual_teacher, load_saved_dual_teacher, save_dual_teacher
+from mcad_core.teachers.dual_train import train_dual_teacher
 
 MODEL = "mcad-dual-tiny"
 CAPTIONS = ["a red circle", "a small blue square left of a green star", "there is a large yellow hexagon"]
@@ -153,7 +149,7 @@ def test_training_resumes_after_a_kill_to_the_same_weights(scenes, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         train_dual_teacher(load_dual_teacher(MODEL, None), records, root, out_dir=tmp_path / "b", **settings)
     monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
-    assert torch.load(tmp_path / "b" / TRAIN_STATE_FILE, weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "b" / LAST, weights_only=False)["epoch"] == 1
 
     resumed = load_dual_teacher(MODEL, None)
     again = train_dual_teacher(resumed, records, root, out_dir=tmp_path / "b", **settings)

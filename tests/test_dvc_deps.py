@@ -69,7 +69,7 @@ def test_every_imported_module_is_a_dependency():
 def test_the_closure_sees_imports_inside_functions():
     # distill imports the training loop inside main(); the closure must follow it to the student.
     files = closure(Path("stages/distill.py"))
-    assert Path("mcad_core/mcad/train.py") in files and Path("mcad_core/models/student.py") in files
+    assert Path("mcad_core/mcad/train.py") in files and Path("mcad_core/student/model.py") in files
 
 
 def test_the_lock_hashes_nothing_that_changes_run_to_run():

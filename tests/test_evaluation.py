@@ -13,8 +13,9 @@ from PIL import Image
 
 from mcad_core.errors import McadError
 from mcad_core.data.manifest import twin_index, twin_kinds
-from mcad_core.evaluation import compared_metrics, embedding_metrics, plot_twins, results_markdown
-from mcad_core.teacher_eval import rerank_metrics
+from mcad_core.evaluation.metrics import embedding_metrics
+from mcad_core.evaluation.report import compared_metrics, plot_twins, results_markdown
+from mcad_core.teachers.report import rerank_metrics
 
 # Four images in two minimal pairs: I0/I1 swap colours, I2/I3 mirror their relation; I4 has no twin.
 RECORDS = [

@@ -9,7 +9,8 @@ from student_fixtures import FORMATS, exported, sample_inputs
 
 from mcad_core.errors import McadError
 from mcad_core.export.pipeline import export_metrics
-from mcad_core.export.tflite import TFLiteEncoder, export_student, export_tower, parity
+from mcad_core.export.tflite import export_student, export_tower, parity
+from mcad_core.runtime.encoder import TFLiteEncoder
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mcad_core.errors import McadError
-from mcad_core.export.gallery import (_COMMIT_OFFSET, HEADER_BYTES, _layout, append_gallery, open_gallery,
+from mcad_core.runtime.gallery import (_COMMIT_OFFSET, HEADER_BYTES, _layout, append_gallery, open_gallery,
                                       write_gallery, write_quantized_gallery)
-from mcad_core.export.search import Int8Gallery, quantize_gallery, scan_topk
+from mcad_core.runtime.search import Int8Gallery, quantize_gallery, scan_topk
 
 FP = "sha256:model-a"
 
@@ -33,7 +33,7 @@ def _brute_force(query: np.ndarray, gallery, k: int) -> list[int]:
 @pytest.fixture(params=["c", "numpy"])
 def kernel(request, monkeypatch):
     """Both routes: the compiled scan, and numpy where no compiler is found; small thread parts."""
-    from mcad_core.export import search
+    from mcad_core.runtime import search
 
     monkeypatch.setattr(search, "MIN_ROWS_PER_THREAD", 1000)
     if request.param == "numpy":
@@ -261,7 +261,7 @@ def test_an_append_cut_at_any_write_leaves_the_old_gallery_or_the_new(tmp_path, 
     """Rows, scales, residuals and ids are written past the committed ones, the count last: cut the append
     at each of its writes and the file opens as the gallery before the append (no half row, no stale
     id), and a later append lands on top of the leftovers."""
-    from mcad_core.export import gallery
+    from mcad_core.runtime import gallery
 
     rng = np.random.default_rng(10)
     path = tmp_path / "g.mcg"
@@ -307,12 +307,12 @@ def test_gallery_lock_makes_writers_take_turns_and_dies_with_its_holder(tmp_path
     import sys
     import time
 
-    from mcad_core.export.gallery import gallery_lock
+    from mcad_core.runtime.gallery import gallery_lock
 
     folder, log = tmp_path / "album", tmp_path / "held.log"
     folder.mkdir()
     path = folder / "g.mcg"
-    take = ("import sys, time\nfrom mcad_core.export.gallery import gallery_lock\n"
+    take = ("import sys, time\nfrom mcad_core.runtime.gallery import gallery_lock\n"
             f"with gallery_lock({str(path)!r}, lambda: print('waiting', flush=True)):\n"
             "    print('got it', flush=True)\n"
             f"    open({str(log)!r}, 'a').write('child in\\n')\n"

@@ -11,8 +11,8 @@ from PIL import Image
 from mcad_core.data.images import MemoryImages, StreamedImages, in_order, load_images_uint8
 from mcad_core.data.loader import eval_transform, train_transform
 from mcad_core.data.manifest import flatten_captions, read_manifest
-from mcad_core.models.student import encode_all
-from mcad_core.models.student import StudentTokenizer, build_student
+from mcad_core.student.model import encode_all
+from mcad_core.student.model import StudentTokenizer, build_student
 from tests.pipeline_fixtures import make_prepared, tiny_student_config
 
 

@@ -11,17 +11,10 @@ import pytest
 import torch
 
 from mcad_core.errors import McadError
-from mcad_core.models import pretrained
-from mcad_core.models.student import (
-    CONFIG_DIR,
-    build_student,
-    fold_batchnorm,
-    load_config,
-    load_student,
-    save_student,
-    student_tokenizer,
-)
-from mcad_core.models.student_tokenizer import PAD_ID, StudentTokenizer
+from mcad_core.student import pretrained
+from mcad_core.student.config import CONFIG_DIR, load_config
+from mcad_core.student.model import build_student, fold_batchnorm, load_student, save_student, student_tokenizer
+from mcad_core.student.tokenizer import PAD_ID, StudentTokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SENTENCES = ["A small red circle to the left of a large blue square.",
@@ -206,7 +199,8 @@ def exported_pretrained(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["fp32", "dynamic_int8", "full_int8"])
 def test_pretrained_student_exports_with_parity(exported_pretrained, fmt):
-    from mcad_core.export.tflite import TFLiteEncoder, parity
+    from mcad_core.export.tflite import parity
+    from mcad_core.runtime.encoder import TFLiteEncoder
 
     model, tok, folder, report = exported_pretrained
     images = _smooth_images(np.random.default_rng(1), 6)

@@ -24,7 +24,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], li
 
 @pytest.fixture(scope="module")
 def teacher_dir(data: tuple[Path, list[dict], list[dict]], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mcad_core.models.region.train import train_region_teacher
+    from mcad_core.teachers.region.train import train_region_teacher
 
     root, train, val = data
     out = tmp_path_factory.mktemp("teacher") / "single"
@@ -34,7 +34,7 @@ def teacher_dir(data: tuple[Path, list[dict], list[dict]], tmp_path_factory: pyt
 
 def test_segmentation_finds_the_generated_objects() -> None:
     from mcad_core.data.synthetic import generate_split, render
-    from mcad_core.models.region.segment import segment
+    from mcad_core.teachers.region.segment import segment
 
     for item in generate_split("test", 60, 3, 64, 1, 3):
         segments = {s.colour: s for s in segment(render(item.scene, 64))}
@@ -51,7 +51,7 @@ def test_segmentation_finds_the_generated_objects() -> None:
 def test_score_shapes_and_dependence(teacher_dir: Path, data: tuple[Path, list[dict], list[dict]]) -> None:
     from PIL import Image
 
-    from mcad_core.models.region.teacher import RegionCrossEncoder
+    from mcad_core.teachers.region.teacher import RegionCrossEncoder
 
     root, _, val = data
     teacher = RegionCrossEncoder.load(teacher_dir)
@@ -68,7 +68,7 @@ def test_score_shapes_and_dependence(teacher_dir: Path, data: tuple[Path, list[d
 def test_save_load_round_trip(teacher_dir: Path, data: tuple[Path, list[dict], list[dict]], tmp_path: Path) -> None:
     from PIL import Image
 
-    from mcad_core.models.region.teacher import RegionCrossEncoder
+    from mcad_core.teachers.region.teacher import RegionCrossEncoder
 
     root, _, val = data
     teacher = RegionCrossEncoder.load(teacher_dir)
@@ -82,7 +82,7 @@ def test_save_load_round_trip(teacher_dir: Path, data: tuple[Path, list[dict], l
 
 
 def test_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
-    from mcad_core.models.region.teacher import RegionCrossEncoder
+    from mcad_core.teachers.region.teacher import RegionCrossEncoder
 
     with pytest.raises(McadError, match="nowhere") as err:
         RegionCrossEncoder.load(tmp_path / "nowhere")
@@ -92,7 +92,7 @@ def test_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
 def test_resume_after_kill_gives_the_same_weights(data: tuple[Path, list[dict], list[dict]], tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from mcad_core.models.region.train import train_region_teacher
+    from mcad_core.teachers.region.train import train_region_teacher
 
     root, train, _ = data
     train_region_teacher(train, root, [], TRAIN, tmp_path / "straight", progress=False, threads=1)

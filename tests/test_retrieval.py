@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mcad_core.errors import McadError
-from mcad_core.retrieval import retrieval_metrics, topk_images, twin_accuracy, twin_accuracy_from_scores
+from mcad_core.evaluation.retrieval import retrieval_metrics, topk_images, twin_accuracy, twin_accuracy_from_scores
 
 # Hand case (integer vectors: every score is exact, so the ties are real ties).
 # Images I0..I3; I3 has no caption (a t2i distractor, no i2t query); I1 has three captions.

@@ -11,7 +11,7 @@ from PIL import Image
 
 from mcad_core.data.karpathy import load_karpathy
 from mcad_core.params import KarpathyParams
-from mcad_core.scale_rehearsal import PHOTO_H, PHOTO_W, run_measured, split_sizes, write_flickr_like
+from mcad_tools.scale_rehearsal import PHOTO_H, PHOTO_W, run_measured, split_sizes, write_flickr_like
 
 
 def test_split_sizes_follow_flickr30k_at_full_size():

@@ -10,8 +10,8 @@ import torch
 from student_fixtures import CAPTIONS, sample_inputs, tiny_student
 
 from mcad_core.errors import McadError
-from mcad_core.models.student import build_student, fold_batchnorm, load_student, params_m, save_student
-from mcad_core.models.student_tokenizer import PAD_ID, StudentTokenizer
+from mcad_core.student.model import build_student, fold_batchnorm, load_student, params_m, save_student
+from mcad_core.student.tokenizer import PAD_ID, StudentTokenizer
 
 
 def test_shipped_config_is_phone_sized_and_outputs_unit_embeddings():

@@ -1,6 +1,6 @@
 """Choosing each variant's config from val runs: the best mean val RSUM over the tuning seeds."""
 
-from mcad_core.mcad.tuning import choose, tuning_markdown
+from mcad_tools.tuning import choose, tuning_markdown
 
 
 def _run(variant, overrides, seed, rsum, twin=60.0):

@@ -16,9 +16,10 @@ import click
 from mcad_core.album.index import CHUNK_PHOTOS
 from mcad_core.cli import one_line_errors
 from mcad_core.errors import McadError
-from mcad_core.export.tflite import FORMATS
+from mcad_core.paths import TFLITE
+from mcad_core.runtime.encoder import FORMATS
 
-models_option = click.option("--models", "models_dir", default="models/tflite", show_default=True,
+models_option = click.option("--models", "models_dir", default=str(TFLITE), show_default=True,
                              type=click.Path(file_okay=False, path_type=Path),
                              help="Folder of the exported files (image_*.tflite, text_*.tflite, tokenizer.json).")
 threads_option = click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),

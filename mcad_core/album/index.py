@@ -28,8 +28,7 @@ import numpy as np
 
 from mcad_core.album.images import list_images, model_input
 from mcad_core.album.model import ExportedModel
-from mcad_core.errors import McadError
-from mcad_core.export.tflite import _one_line
+from mcad_core.errors import McadError, one_line
 
 CHUNK_PHOTOS = 256  # photos embedded between two stores: a kill loses at most ~0.5 s of work (2 ms a photo)
 
@@ -77,7 +76,7 @@ def _embed(model: ExportedModel, paths: list[Path], report: IndexReport, progres
             report.skipped.append((path, "file name is not valid UTF-8"))
             continue
         except Exception as err:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError...)
-            report.skipped.append((path, _one_line(err)))
+            report.skipped.append((path, one_line(err)))
             continue
         rows.append(model.image.encode_one(x))
         report.embed_s += time.perf_counter() - start
@@ -98,7 +97,7 @@ def index_folder(photos_dir: str | Path, model: ExportedModel, out: str | Path, 
     a time, each store crash-safe, so a killed run keeps what it stored and the next run embeds only
     the rest.
     """
-    from mcad_core.export.gallery import append_gallery, gallery_lock, write_gallery
+    from mcad_core.runtime.gallery import append_gallery, gallery_lock, write_gallery
 
     photos_dir, out = Path(photos_dir), Path(out)
     if not photos_dir.is_dir():
@@ -132,7 +131,7 @@ def _drop_stale_rows(out: Path, model: ExportedModel, photos: list[Path], photos
                      ) -> tuple[list[Path], list[Path]]:
     """Compare the gallery with the folder and rewrite it without the rows of changed and deleted photos
     (before embedding anything, so a killed run leaves no stale row). Returns (changed photos, new photos)."""
-    from mcad_core.export.gallery import open_gallery, write_quantized_gallery
+    from mcad_core.runtime.gallery import open_gallery, write_quantized_gallery
 
     with open_gallery(out, model.fingerprint) as g:
         old_ids = list(g.ids)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mcad_core.errors import McadError
-from mcad_core.export.tflite import FORMATS, TFLiteEncoder, model_filename
+from mcad_core.runtime.encoder import FORMATS, TFLiteEncoder, model_filename
 
 if TYPE_CHECKING:
-    from mcad_core.models.student_tokenizer import StudentTokenizer
+    from mcad_core.student.tokenizer import StudentTokenizer
 
 FINGERPRINT_PREFIX = "mcad-student"
 TOKENIZER_FILE = "tokenizer.json"
@@ -71,7 +71,7 @@ class ExportedModel:
 
     @cached_property
     def tokenizer(self) -> StudentTokenizer:
-        from mcad_core.models.student_tokenizer import StudentTokenizer
+        from mcad_core.student.tokenizer import StudentTokenizer
 
         tok = StudentTokenizer.load(self.paths["tokenizer"])
         if (tok.context_length,) != self.text.input_shape:

@@ -49,7 +49,7 @@ class AlbumSearch:
     """
 
     def __init__(self, gallery: str | Path, models_dir: str | Path, fmt: str | None = None, threads: int = 1) -> None:
-        from mcad_core.export.gallery import open_gallery
+        from mcad_core.runtime.gallery import open_gallery
 
         start = time.perf_counter()
         self.gallery = open_gallery(gallery)

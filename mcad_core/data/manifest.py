@@ -71,11 +71,11 @@ def read_texts(path: str | Path) -> list[str]:
 
 def flatten_captions(records: list[dict]) -> tuple[list[str], list[int]]:
     """All captions in manifest order and, for each, the index of its image."""
-    captions, image_index = [], []
+    captions, cap_image = [], []
     for i, rec in enumerate(records):
         captions += rec["captions"]
-        image_index += [i] * len(rec["captions"])
-    return captions, image_index
+        cap_image += [i] * len(rec["captions"])
+    return captions, cap_image
 
 
 def twin_index(records: list[dict]) -> list[int]:

@@ -1,5 +1,4 @@
-"""TFLite export of the student and its on-device style benchmark.
-
-Kept import-light (no torch at module level) so the benchmark's search process
-can load the runtime pieces without torch, as a phone app would.
+"""The trained student to TFLite (``tflite``, ``pipeline``) and the on-device style benchmark of the
+exported files (``bench``, its fresh-process ``bench_worker``). What the files run in is
+:mod:`mcad_core.runtime`.
 """

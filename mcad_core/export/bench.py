@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from mcad_core.errors import McadError
-from mcad_core.export.tflite import FORMATS, TOWERS, WORKER, model_filename
+from mcad_core.export.tflite import WORKER
+from mcad_core.runtime.encoder import FORMATS, TOWERS, model_filename
 
 
 def cpu_model() -> str:
@@ -60,8 +61,8 @@ def run_worker(mode: str, path: Path, *args: object) -> dict:
 
 def _sample_input(enc_path: Path, tokenizer_path: Path, query: str) -> np.ndarray:
     """A realistic single input: the tokenized query for a text tower, a mid-grey-noise image otherwise."""
-    from mcad_core.export.tflite import TFLiteEncoder
-    from mcad_core.models.student_tokenizer import StudentTokenizer
+    from mcad_core.runtime.encoder import TFLiteEncoder
+    from mcad_core.student.tokenizer import StudentTokenizer
 
     enc = TFLiteEncoder(enc_path)
     if enc.input_dtype == np.int32:
@@ -79,9 +80,9 @@ def run_bench(model_dir: str | Path, threads: list[int], runs: int, warmup: int,
 
     from tqdm import tqdm
 
-    from mcad_core.export.gallery import write_quantized_gallery
-    from mcad_core.export.search import synthetic_gallery
-    from mcad_core.export.tflite import TFLiteEncoder
+    from mcad_core.runtime.encoder import TFLiteEncoder
+    from mcad_core.runtime.gallery import write_quantized_gallery
+    from mcad_core.runtime.search import synthetic_gallery
 
     model_dir = Path(model_dir)
     tokenizer = model_dir / "tokenizer.json"
@@ -128,7 +129,7 @@ def search_recall(size: int, dim: int, queries: int, topk: int, seed: int = 0, t
     ``queries`` random unit queries and a random unit gallery: against exact fp32 search of the float
     vectors (what storage and the scan lose together) and of the stored rows (what the scan loses
     alone); and, for comparison, of the same scan reranked over the int8 codes alone (no residual)."""
-    from mcad_core.export.search import Int8Gallery, quantize_gallery, scan_topk
+    from mcad_core.runtime.search import Int8Gallery, quantize_gallery, scan_topk
 
     rng = np.random.default_rng(seed + 1)
     emb = rng.standard_normal((size, dim), dtype=np.float32)

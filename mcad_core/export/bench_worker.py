@@ -52,7 +52,7 @@ def timing_stats(seconds: list[float]) -> dict[str, float]:
 
 
 def _load(model: str, threads: int) -> tuple[object, float]:
-    from mcad_core.export.tflite import TFLiteEncoder
+    from mcad_core.runtime.encoder import TFLiteEncoder
 
     start = time.perf_counter()
     enc = TFLiteEncoder(model, num_threads=threads)
@@ -105,9 +105,9 @@ def search(text_model: str, tokenizer: str, queries_json: str, gallery_file: str
     memory-mapped gallery file + the ids of the hits; split timings say which part dominates. The
     peak RSS is read before the floor (an fp32 sgemv over as many bytes as the gallery's codes) is
     measured in this same process, so the scan's ratio to it compares like with like."""
-    from mcad_core.export.gallery import open_gallery
-    from mcad_core.export.search import scan_kernel_name
-    from mcad_core.models.student_tokenizer import StudentTokenizer
+    from mcad_core.runtime.gallery import open_gallery
+    from mcad_core.runtime.search import scan_kernel_name
+    from mcad_core.student.tokenizer import StudentTokenizer
 
     tok = StudentTokenizer.load(tokenizer)
     enc, init_ms = _load(text_model, threads)
@@ -146,8 +146,8 @@ def scan(gallery_file: str, threads: int, runs: int, warmup: int, topk: int) -> 
     """The scan alone over a memory-mapped gallery file, as a phone process holding only the gallery:
     int8 scan (``scan_candidates``) and the whole search (scan + exact rerank) per random query, peak RSS,
     then the memory floor in this same process."""
-    from mcad_core.export.gallery import open_gallery
-    from mcad_core.export.search import RERANK_EXTRA, Int8Gallery, scan_candidates, scan_kernel_name
+    from mcad_core.runtime.gallery import open_gallery
+    from mcad_core.runtime.search import RERANK_EXTRA, Int8Gallery, scan_candidates, scan_kernel_name
 
     gallery = open_gallery(gallery_file)
     rows = Int8Gallery(gallery.codes, gallery.scales)

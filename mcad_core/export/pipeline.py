@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mcad_core.export.search import quantize_gallery
-from mcad_core.export.tflite import TFLiteEncoder, export_student, model_filename, parity
+from mcad_core.export.tflite import export_student, parity
+from mcad_core.runtime.encoder import TFLiteEncoder, model_filename
+from mcad_core.runtime.search import quantize_gallery
 
 if TYPE_CHECKING:
     from mcad_core.data.images import StreamedImages
-    from mcad_core.models.student_tokenizer import StudentTokenizer
+    from mcad_core.student.tokenizer import StudentTokenizer
 
 
 def load_image_array(prepared_dir: str | Path, records: list[dict], size: int) -> np.ndarray:
@@ -51,8 +52,8 @@ def _split_inputs(prepared_dir: Path, split: str, tokenizer: StudentTokenizer, s
     from mcad_core.data.manifest import flatten_captions, read_manifest
 
     records = read_manifest(prepared_dir / f"{split}.jsonl")
-    captions, image_index = flatten_captions(records)
-    return StreamedImages(prepared_dir, records, size), tokenizer.encode(captions), image_index
+    captions, cap_image = flatten_captions(records)
+    return StreamedImages(prepared_dir, records, size), tokenizer.encode(captions), cap_image
 
 
 def embed_images(encode: Callable[[np.ndarray], np.ndarray], images: StreamedImages, batch_size: int = 64,
@@ -78,8 +79,8 @@ def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str |
     conversion seconds per file (apart: timings change run to run, the tracked report must not)."""
     import torch
 
-    from mcad_core.models.student import encode_images_torch, encode_texts_torch, load_student, params_m
-    from mcad_core.retrieval import retrieval_metrics
+    from mcad_core.evaluation.retrieval import retrieval_metrics
+    from mcad_core.student.model import encode_images_torch, encode_texts_torch, load_student, params_m
 
     prepared_dir = Path(prepared_dir)
     model, tokenizer = load_student(student_dir)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcad_core.export.search import quantize_gallery, scan_topk
+from mcad_core.runtime.search import quantize_gallery, scan_topk
 
 
 def scan_recall(queries: np.ndarray, emb: np.ndarray, k: int, block: int = 64) -> float:
@@ -69,8 +69,8 @@ def real_query_recall(model_dir: str | Path, prepared_dir: str | Path, fmt: str,
 
     from mcad_core.data.images import load_images_uint8
     from mcad_core.data.manifest import flatten_captions, read_manifest
-    from mcad_core.export.tflite import TFLiteEncoder, model_filename
-    from mcad_core.models.student_tokenizer import StudentTokenizer
+    from mcad_core.runtime.encoder import TFLiteEncoder, model_filename
+    from mcad_core.student.tokenizer import StudentTokenizer
 
     model_dir, prepared_dir = Path(model_dir), Path(prepared_dir)
     image_enc = TFLiteEncoder(model_dir / model_filename("image", fmt))

@@ -1,4 +1,4 @@
-"""Student -> TFLite (fp32, dynamic-range int8, full int8) and the LiteRT runtime wrapper.
+"""Student -> TFLite (fp32, dynamic-range int8, full int8); the files run in :mod:`mcad_core.runtime`.
 
 Route (docs/ENVIRONMENT.md, measured): ``litert_torch.convert(...).export`` for fp32, then
 ``ai_edge_quantizer`` recipes ``dynamic_wi8_afp32`` (int8 weights) and
@@ -6,128 +6,27 @@ Route (docs/ENVIRONMENT.md, measured): ``litert_torch.convert(...).export`` for 
 Each tower is exported separately, at batch 1, so each file is what a phone
 loads for one query.
 
-torch, litert_torch and ai_edge_quantizer are imported inside functions: this
-module is also loaded by the torch-free search process (``bench_worker``).
+torch, litert_torch and ai_edge_quantizer are imported inside functions (each costs seconds).
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mcad_core.errors import McadError
+from mcad_core.errors import McadError, one_line
+from mcad_core.runtime.encoder import FORMATS, model_filename
 
 if TYPE_CHECKING:
-    from mcad_core.models.student import StudentModel
-    from mcad_core.models.student_tokenizer import StudentTokenizer
+    from mcad_core.student.model import StudentModel
+    from mcad_core.student.tokenizer import StudentTokenizer
 
-FORMATS = ("fp32", "dynamic_int8", "full_int8")
-TOWERS = ("image", "text")
 WORKER = Path(__file__).with_name("bench_worker.py")
-
-
-def model_filename(tower: str, fmt: str) -> str:
-    """``image_fp32.tflite`` etc.: the one naming rule shared by export and bench."""
-    return f"{tower}_{fmt}.tflite"
-
-
-@contextmanager
-def _without_native_info() -> Iterator[None]:
-    """Drop the ``INFO: ...`` lines native code writes to stderr meanwhile; pass every other line on.
-
-    LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." when it builds an
-    interpreter, straight to file descriptor 2 from C++ (no log level or variable turns it off:
-    TF_CPP_MIN_LOG_LEVEL does not), so `mcad` printed it before every answer and every error.
-    Its warnings and errors still reach stderr.
-    """
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as captured:
-            os.dup2(captured.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-                captured.seek(0)
-                kept = [line for line in captured.read().splitlines(keepends=True) if not line.startswith(b"INFO: ")]
-                if kept:
-                    os.write(2, b"".join(kept))
-    finally:
-        os.close(saved)
-
-
-class TFLiteEncoder:
-    """One exported tower in the LiteRT interpreter: inputs batch -> float32 embeddings.
-
-    The files are converted at batch 1 (reshapes are static), so a batch is a
-    loop of batch-1 invokes, which is also how a phone serves single queries.
-    """
-
-    def __init__(self, path: str | Path, num_threads: int = 1) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise McadError(f"{self.path}: TFLite model not found")
-        try:
-            with _without_native_info():
-                self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
-                self._interp.allocate_tensors()
-        except (ValueError, RuntimeError) as err:
-            raise McadError(f"{self.path}: not a loadable TFLite model ({_one_line(err)})") from None
-        inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise McadError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
-        self._in, self._out = inputs[0], outputs[0]
-        self.input_shape: tuple[int, ...] = tuple(int(d) for d in self._in["shape"][1:])
-        self.input_dtype = np.dtype(self._in["dtype"])
-        self.embed_dim = int(self._out["shape"][-1])
-
-    def encode_one(self, x: np.ndarray) -> np.ndarray:
-        """One sample (with or without its batch axis) -> embedding [embed_dim].
-
-        Full-int8 files take and give int8 tensors, so a float image is quantized here
-        and an int8 output dequantized, then re-normalised: the in-graph L2 norm in
-        int8 leaves norms between ~0.7 and ~1.7 (measured), which would bias dot-product
-        ranking; one 256-d norm in float is what the phone app does too. int32 token
-        ids pass unchanged.
-        """
-        x = np.asarray(x).reshape(1, *self.input_shape)
-        scale, zero = self._in["quantization"]
-        if scale and self.input_dtype.kind in "iu" and np.asarray(x).dtype.kind == "f":
-            info = np.iinfo(self.input_dtype)
-            x = np.clip(np.rint(x / scale + zero), info.min, info.max)
-        self._interp.set_tensor(self._in["index"], np.ascontiguousarray(x, self.input_dtype))
-        self._interp.invoke()
-        out = self._interp.get_tensor(self._out["index"])[0]
-        scale, zero = self._out["quantization"]
-        if scale and out.dtype.kind in "iu":
-            emb = (out.astype(np.float32) - zero) * np.float32(scale)
-            return emb / max(float(np.linalg.norm(emb)), 1e-12)
-        return out.astype(np.float32)
-
-    def encode(self, batch: np.ndarray, progress: bool = False) -> np.ndarray:
-        """Samples [N, *input_shape] -> float32 embeddings [N, embed_dim]."""
-        from tqdm import tqdm
-
-        batch = np.asarray(batch)
-        if tuple(batch.shape[1:]) != self.input_shape:
-            raise McadError(f"{self.path}: input shape {tuple(batch.shape[1:])} != model's {self.input_shape}")
-        out = np.empty((len(batch), self.embed_dim), np.float32)
-        for i in tqdm(range(len(batch)), desc=self.path.name, disable=not progress, leave=False):
-            out[i] = self.encode_one(batch[i])
-        return out
 
 
 def parity(path: str | Path, tflite_emb: np.ndarray, torch_emb: np.ndarray) -> dict:
@@ -137,11 +36,6 @@ def parity(path: str | Path, tflite_emb: np.ndarray, torch_emb: np.ndarray) -> d
         raise McadError(f"parity: embeddings must be matching non-empty [N, D] arrays (got {a.shape} and {b.shape})")
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     return {"size_bytes": Path(path).stat().st_size, "cosine_to_torch": {"mean": float(cos.mean()), "min": float(cos.min())}}
-
-
-def _one_line(err: BaseException) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def _smoke_test(path: Path, sample: np.ndarray) -> None:
@@ -190,7 +84,7 @@ def export_tower(module: object, sample: np.ndarray, calib: np.ndarray, out_dir:
         litert_torch.convert(module, (torch.from_numpy(sample),)).export(str(float_path))
         float_s = time.perf_counter() - start
     except Exception as err:  # the converter raises many types; all mean "this tower did not convert"
-        reason = f"fp32 conversion failed: {_one_line(err)}"
+        reason = f"fp32 conversion failed: {one_line(err)}"
         return {fmt: {"status": "failed", "reason": reason} for fmt in formats}
     for fmt in formats:
         path = out_dir / model_filename(tower, fmt)
@@ -202,7 +96,7 @@ def export_tower(module: object, sample: np.ndarray, calib: np.ndarray, out_dir:
         except Exception as err:  # same: report the converter's / interpreter's reason for this format
             if fmt != "fp32":  # the float file stays until every quantized format is made
                 path.unlink(missing_ok=True)
-            report[fmt] = {"status": "failed", "reason": _one_line(err)}
+            report[fmt] = {"status": "failed", "reason": one_line(err)}
             continue
         seconds = time.perf_counter() - start + (float_s if fmt == "fp32" else 0.0)
         report[fmt] = {"status": "ok", "file": path.name, "size_bytes": path.stat().st_size,
@@ -220,7 +114,7 @@ def export_student(model: StudentModel, tokenizer: StudentTokenizer, out_dir: st
     (full-int8 activation ranges come from them). Returns, per tower and format,
     ``status`` ok (file, size_bytes, export_s) or failed (reason).
     """
-    from mcad_core.models.student import fold_batchnorm
+    from mcad_core.student.model import fold_batchnorm
 
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:

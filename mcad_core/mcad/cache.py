@@ -21,29 +21,19 @@ loading checks it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mcad_core.errors import McadError
-from mcad_core.io import atomic_path
+from mcad_core.io import atomic_path, file_sha256
 
 if TYPE_CHECKING:
     import torch
 
-    from mcad_core.models.teacher_api import CrossEncoderTeacher, DualTeacher
+    from mcad_core.teachers.api import CrossEncoderTeacher, DualTeacher
 
 CACHE_FORMAT = "mcad-cache-v2"
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_fingerprint(dual_fp: str, cross_fp: str, manifest_path: str | Path, hard_k: int, text_k: int,
@@ -100,7 +90,7 @@ def build_cache(records: list[dict], prepared_dir: Path, dual: DualTeacher, cros
     import torch
 
     from mcad_core.data.manifest import flatten_captions
-    from mcad_core.teacher_stream import dual_split_embeddings, score_pairs
+    from mcad_core.teachers.streaming import dual_split_embeddings, score_pairs
 
     captions, cap_image_list = flatten_captions(records)
     all_texts = captions + list(texts)

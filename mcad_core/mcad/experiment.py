@@ -37,7 +37,7 @@ def measure_run(base: Params, variant: str, overrides: tuple[str, ...], seed: in
                 images: Any, folders: dict[str, Path], scratch: Path) -> dict[str, Any]:
     """Train ``variant`` with ``overrides`` and ``distill.seed = seed``; its metrics on ``records``
     (val in tuning, test in the ablation), the val curve per epoch and the training time."""
-    from mcad_core.evaluation import student_metrics
+    from mcad_core.evaluation.report import student_metrics
     from mcad_core.mcad.train import distill_student, load_distill_inputs
 
     # the grid's overrides are full settings: params.yaml's per-variant choices do not apply on top

@@ -34,14 +34,14 @@ def teacher_logits(
     v: torch.Tensor,
     t: torch.Tensor,
     tau_t: float,
-    m_pairs: torch.Tensor | None = None,
+    pair_m: torch.Tensor | None = None,
     alpha: float = 0.0,
     tau_m: float = 1.0,
     m_mean: float = 0.0,
 ) -> torch.Tensor:
     """S̃_ij = v_i·t_j / τ_T + α·(m_ij − m̄) / τ_M (docs/DESIGN.md §4.1), as a [B, B] tensor without grad.
 
-    m_pairs [B, B] holds the cached cross-encoder logits of the batch's pairs and NaN where a
+    pair_m [B, B] holds the cached cross-encoder logits of the batch's pairs and NaN where a
     pair has none; those entries keep the dual term alone (the cross term is neutral, as m̄ is).
     With the feature channel on, the caller passes the modified features ṽ, t̃ as v, t.
     """
@@ -49,8 +49,8 @@ def teacher_logits(
 
     with torch.no_grad():
         logits = (v @ t.T) / tau_t
-        if m_pairs is not None and alpha != 0:
-            cross = (m_pairs.to(logits.dtype) - m_mean) / tau_m
+        if pair_m is not None and alpha != 0:
+            cross = (pair_m.to(logits.dtype) - m_mean) / tau_m
             logits = logits + alpha * torch.nan_to_num(cross, nan=0.0)
     return logits
 

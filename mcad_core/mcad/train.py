@@ -94,11 +94,12 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     import torch
     from tqdm import tqdm
 
-    from mcad_core.evaluation import TWIN_KEYS, embedding_metrics
+    from mcad_core.checkpoint import LAST, load_checkpoint, save_checkpoint
+    from mcad_core.evaluation.metrics import TWIN_KEYS, embedding_metrics
     from mcad_core.mcad.batches import PairBatchSampler, pair_lookup
     from mcad_core.mcad.losses import mcad_loss, teacher_logits
-    from mcad_core.models.student import build_student, encode_all
     from mcad_core.precision import autocast, grad_scaler
+    from mcad_core.student.model import build_student, encode_all
 
     spec = VARIANTS[variant]
     torch.manual_seed(seed)
@@ -116,7 +117,8 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=params.lr, total_steps=sum(map(len, epoch_batches)),
                                                 pct_start=0.1)
     net = ddp_wrap(modules) if world_size > 1 else modules
-    start_epoch = _resume(ckpt_dir, modules, opt, sched)
+    resumed = load_checkpoint(ckpt_dir / LAST, modules, opt, sched)  # the folder is keyed (checkpoint_dir)
+    start_epoch = 0 if resumed is None else resumed["epoch"]
     w_dist = params.w_dist if spec.distill else 0.0
     w_feat = params.w_feat if spec.distill else 0.0
     w_hard = params.w_hard if spec.distill else 0.0
@@ -141,7 +143,7 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
             if w_dist > 0 or w_hard > 0:
                 cached = pair_lookup(img, txt, data.pair_key, pair_values, data.n_texts).to(device)
                 candidates = ~cached.isnan() if w_hard > 0 else None
-                t_logits = teacher_logits(v_tgt, t_tgt, params.tau_t, m_pairs=cached if spec.fused_scores else None,
+                t_logits = teacher_logits(v_tgt, t_tgt, params.tau_t, pair_m=cached if spec.fused_scores else None,
                                           alpha=1.0)
             loss, parts = mcad_loss(
                 f, g, scale, labelled=torch.from_numpy(batch.labelled).to(device), teacher=t_logits,
@@ -166,35 +168,10 @@ def distill_student(variant: str, params: DistillParams, data: DistillData, voca
             fv, gv = encode_all(model, data.val_images, data.val_token_ids, device, precision=precision)
             val = embedding_metrics(fv, gv, data.val_cap_image.tolist(), data.val_twin_of or [-1] * len(fv),
                                     data.val_twin_kind, data.val_matches)
-            _save_checkpoint(ckpt_dir, modules, opt, sched, epoch + 1)
+            save_checkpoint(ckpt_dir / LAST, epoch + 1, modules, opt, sched)
             if log is not None:
                 log({f"val/{k}": val[k] for k in ("t2i_r1", "i2t_r1", "rsum", *TWIN_KEYS) if k in val}, True)
     return model.to(memory_format=torch.contiguous_format)
-
-
-def _save_checkpoint(ckpt_dir: Path, modules: Any, opt: Any, sched: Any, epoch: int) -> None:
-    import torch
-
-    from mcad_core.io import atomic_path
-
-    state = {"modules": modules.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-             "epoch": epoch, "rng": torch.get_rng_state()}
-    with atomic_path(ckpt_dir / "last.pt") as tmp:
-        torch.save(state, tmp)
-
-
-def _resume(ckpt_dir: Path, modules: Any, opt: Any, sched: Any) -> int:
-    import torch
-
-    path = ckpt_dir / "last.pt"
-    if not path.is_file():
-        return 0
-    state = torch.load(path, weights_only=False)
-    modules.load_state_dict(state["modules"])
-    opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
-    torch.set_rng_state(state["rng"])
-    return int(state["epoch"])
 
 
 def ddp_wrap(modules: Any) -> Any:
@@ -258,7 +235,8 @@ def load_distill_inputs(params: Any, variant: str, prepared_dir: Path, teachers_
     and the student tokenizer built from the user's texts (captions and pool)."""
     from mcad_core.data.manifest import TEXTS_FILE, flatten_captions, read_manifest, read_texts
     from mcad_core.mcad.targets import load_cache, load_fused
-    from mcad_core.models.student import load_config, student_tokenizer
+    from mcad_core.student.config import load_config
+    from mcad_core.student.model import student_tokenizer
 
     spec = VARIANTS[variant]
     train, val = read_manifest(prepared_dir / "train.jsonl"), read_manifest(prepared_dir / "val.jsonl")

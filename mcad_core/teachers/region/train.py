@@ -5,8 +5,8 @@ two phrases, the relation word flipped, or one attribute replaced: exact negativ
 the twin image (else a random one), and a random caption. Loss: BCE over all pairs, a
 4-way softmax per positive, and a grounding loss pointing each phrase at its object
 (from the manifest's metadata). Each epoch's randomness derives from (seed, epoch), and a
-checkpoint (weights, optimizer, step) is written after each epoch, so a killed run
-resumes from its last epoch and ends with the same weights as an uninterrupted one.
+checkpoint (:mod:`mcad_core.checkpoint`: weights, optimizer, step) is written after each epoch,
+so a killed run resumes from its last epoch and ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from mcad_core.checkpoint import LAST, load_checkpoint, save_checkpoint
+from mcad_core.data.manifest import twin_index
 from mcad_core.errors import McadError
 from mcad_core.io import atomic_path
-from mcad_core.models.region.objects import (
+from mcad_core.teachers.region.objects import (
     SLOT_COLOUR,
     SLOT_SHAPE,
     SLOT_SIZE,
@@ -33,10 +35,9 @@ from mcad_core.models.region.objects import (
     object_slots,
     scene_arrays,
 )
-from mcad_core.models.region.teacher import RegionCrossEncoder, default_config, load_model_config
-from mcad_core.models.region.tokenizer import WordTokenizer
+from mcad_core.teachers.region.teacher import RegionCrossEncoder, default_config, load_model_config
+from mcad_core.teachers.region.tokenizer import WordTokenizer
 
-CHECKPOINT = "last.pt"
 _FLIP = {"left": "right", "right": "left", "above": "below", "below": "above"}
 
 
@@ -111,11 +112,6 @@ def _records_hash(records: list[dict]) -> str:
     """What a checkpoint was trained on (ids, captions, objects), so other data never resumes from it."""
     keys = ("image_id", "captions", "twin", "objects")
     return hashlib.sha256(json.dumps([[r.get(k) for k in keys] for r in records]).encode()).hexdigest()
-
-
-def _twins(records: list[dict]) -> np.ndarray:
-    index = {r["image_id"]: i for i, r in enumerate(records)}
-    return np.array([index.get(r.get("twin"), -1) for r in records])
 
 
 def _lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -207,7 +203,7 @@ def _losses(out: dict, pos_ids: torch.Tensor, pos_slots: torch.Tensor, caps: _Ca
 def evaluate(teacher: RegionCrossEncoder, records: list[dict], slots: torch.Tensor, batch: int = 1024) -> dict:
     """Twin accuracy (overall and per twin kind) and ITM accuracy against one edit per caption."""
     caps = _Captions(records, teacher.tokenizer)
-    twins = _twins(records)
+    twins = np.array(twin_index(records))
     enc = teacher.encoder.eval()
 
     def logits(img: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -253,7 +249,7 @@ def train_region_teacher(train_records: list[dict], prepared_dir: str | Path, va
     start = time.time()
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir.with_name(out_dir.name + ".ckpt")
-    ckpt_path = ckpt_dir / CHECKPOINT
+    ckpt_path = ckpt_dir / LAST
     model_cfg = default_config(load_model_config(config.get("model_config") or "region-tiny"))
     epochs, bs, lr = int(config["epochs"]), int(config["batch_size"]), float(config["lr"])
     tcfg = model_cfg["training"]
@@ -263,19 +259,15 @@ def train_region_teacher(train_records: list[dict], prepared_dir: str | Path, va
     arrays = _load_arrays(train_records, prepared_dir, teacher, progress)
     opt = torch.optim.AdamW(teacher.encoder.parameters(), lr=lr, weight_decay=tcfg["weight_decay"])
     settings = [model_cfg, epochs, bs, lr, seed, _records_hash(train_records)]
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.is_file() else None
-    if state is not None and state["settings"] != settings:
-        state = None  # a checkpoint of other data or settings: start afresh
-    if state is None:
+    resumed = load_checkpoint(ckpt_path, teacher, opt, key=settings)  # None: none, or of other data or settings
+    if resumed is None:
         cls_acc = _train_classifier(teacher, arrays, train_records, seed, progress)
         epoch0, step = 0, 0
-        _save_checkpoint(ckpt_path, teacher, opt, 0, 0, cls_acc, settings)
+        save_checkpoint(ckpt_path, 0, teacher, opt, key=settings, step=0, classifier_acc=cls_acc)
     else:
-        teacher.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
-        epoch0, step, cls_acc = state["epoch"], state["step"], state["classifier_acc"]
+        epoch0, step, cls_acc = resumed["epoch"], resumed["step"], resumed["classifier_acc"]
     slots = object_slots(teacher.classifier, arrays).cpu()
-    caps, twins = _Captions(train_records, tok), _twins(train_records)
+    caps, twins = _Captions(train_records, tok), np.array(twin_index(train_records))
     n = len(train_records)
     steps_per_epoch = math.ceil(n / bs)
     total = epochs * steps_per_epoch
@@ -301,7 +293,7 @@ def train_region_teacher(train_records: list[dict], prepared_dir: str | Path, va
             opt.step()
             step += 1
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.3f}", refresh=False)
-        _save_checkpoint(ckpt_path, teacher, opt, epoch + 1, step, cls_acc, settings)
+        save_checkpoint(ckpt_path, epoch + 1, teacher, opt, key=settings, step=step, classifier_acc=cls_acc)
     train_s = time.time() - start
     metrics = {"classifier_train_acc": cls_acc * 100, "steps": step, "resumed_from_epoch": epoch0, "train_s": train_s}
     if val_records:
@@ -316,11 +308,3 @@ def train_region_teacher(train_records: list[dict], prepared_dir: str | Path, va
         teacher.save(tmp)
     metrics["fingerprint"] = teacher.fingerprint()
     return metrics
-
-
-def _save_checkpoint(path: Path, teacher: RegionCrossEncoder, opt: torch.optim.Optimizer, epoch: int, step: int,
-                     cls_acc: float, settings: list) -> None:
-    """Weights, optimizer and progress; epoch randomness derives from (seed, epoch), so no RNG state is needed."""
-    with atomic_path(path) as tmp:
-        torch.save({"model": teacher.state_dict(), "optim": opt.state_dict(), "epoch": epoch, "step": step,
-                    "classifier_acc": cls_acc, "settings": settings}, tmp)

@@ -10,6 +10,7 @@ It builds what a user of the README's "Real teachers and data" section would hav
   packages are absent) random ones of the same shape in a local Hugging Face folder;
 and runs the pipeline's stage scripts on it, each in its own process, measuring wall time and
 peak memory (of the main process, and of the whole process tree with its DataLoader workers).
+The checkout whose stages and config it runs is an argument (``repo``), not this file's location.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from mcad_core.paths import CACHE, CHECKPOINTS, FUSED, PREPARED
+
 PHOTO_W, PHOTO_H = 500, 375
 CAPTIONS = 5
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -105,7 +107,9 @@ def student_config(folder: Path, words: list[str], parts: str, seed: int = 0) ->
     """The pretrained student's config, with its parts from the packages or random local ones."""
     import torch
 
-    cfg = json.loads((REPO / "mcad_core/models/configs/mcad-student-pretrained.json").read_text())
+    from mcad_core.student.config import CONFIG_DIR
+
+    cfg = json.loads((CONFIG_DIR / "mcad-student-pretrained.json").read_text())
     if parts == "random":
         from transformers import BertConfig, BertModel
 
@@ -124,13 +128,13 @@ def student_config(folder: Path, words: list[str], parts: str, seed: int = 0) ->
     return path
 
 
-def rehearsal_params(annotations: Path, image_root: Path, clip_ckpt: Path, blip: Path, student: Path,
+def rehearsal_params(config: Path, annotations: Path, image_root: Path, clip_ckpt: Path, blip: Path, student: Path,
                      device: str, workers: int, hard_k: int, epochs: int, batch_size: int,
                      chunk_images: int = 256) -> dict:
-    """``configs/flickr30k.yaml`` pointed at the rehearsal's files, sized for a short run."""
+    """``config`` (the checkout's ``configs/flickr30k.yaml``) pointed at the rehearsal's files, sized for a short run."""
     import yaml
 
-    params = yaml.safe_load((REPO / "configs/flickr30k.yaml").read_text())
+    params = yaml.safe_load(config.read_text())
     params["device"] = device
     params["precision"] = "bf16" if device == "cuda" else "fp32"
     params["workers"] = workers
@@ -198,7 +202,7 @@ def stage_counts(work: Path, params: dict) -> dict[str, dict[str, int]]:
     """Images and pairs each stage processes (for images/s and pairs/s)."""
     from mcad_core.data.manifest import read_manifest
 
-    splits = {s: read_manifest(work / "data/prepared" / f"{s}.jsonl") for s in ("train", "val", "test")}
+    splits = {s: read_manifest(work / PREPARED / f"{s}.jsonl") for s in ("train", "val", "test")}
     n_img = {s: len(r) for s, r in splits.items()}
     n_cap = {s: sum(len(x["captions"]) for x in r) for s, r in splits.items()}
     twinned = {s: sum(len(x["captions"]) for x in r if x.get("twin")) for s, r in splits.items()}
@@ -215,12 +219,12 @@ def stage_counts(work: Path, params: dict) -> dict[str, dict[str, int]]:
     }
 
 
-def rehearse(n: int, root: Path, device: str = "cpu", workers: int = 2, hard_k: int = 2, epochs: int = 1,
+def rehearse(n: int, root: Path, repo: Path, device: str = "cpu", workers: int = 2, hard_k: int = 2, epochs: int = 1,
              batch_size: int = 64, student_parts: str = "package", stages: tuple[str, ...] = STAGES,
              seed: int = 0, progress: bool = True, live: bool = True, chunk_images: int = 256,
              reuse: bool = False) -> dict:
     """Build the rehearsal's files for N images under ``root`` (or ``reuse`` those of an earlier
-    run there) and run ``stages``; their figures."""
+    run there) and run ``stages`` of the checkout ``repo`` (its scripts and Flickr30K config); their figures."""
     import yaml
 
     root.mkdir(parents=True, exist_ok=True)
@@ -236,19 +240,19 @@ def rehearse(n: int, root: Path, device: str = "cpu", workers: int = 2, hard_k: 
         clip_ckpt, blip = save_random_teachers(root / "models", words, seed)
         student = student_config(root / "models", words, student_parts, seed)
         setup_s["save_models_s"] = round(time.perf_counter() - t0, 1)
-    params = rehearsal_params(annotations, image_root, clip_ckpt, blip, student, device, workers, hard_k, epochs,
+    params = rehearsal_params(repo / "configs/flickr30k.yaml", annotations, image_root, clip_ckpt, blip, student, device, workers, hard_k, epochs,
                               batch_size, chunk_images)
     work = root / "work"
     work.mkdir(exist_ok=True)
     if "distill" in stages:  # a re-measured distillation starts from nothing (no resumable checkpoint)
-        shutil.rmtree(work / "models/checkpoints/mcad", ignore_errors=True)
+        shutil.rmtree(work / CHECKPOINTS / "mcad", ignore_errors=True)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
                         "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "MCAD_LIVE": "1" if live else "0"}
     out: dict[str, Any] = {"n_images": n, "splits": split_sizes(n), **({"setup": setup_s} if setup_s else {})}
     for stage in stages:
         args = ["--variant", "mcad"] if stage == "distill" else []
-        cmd = [sys.executable, str(REPO / "stages" / f"{stage}.py"), *args, "--params", "params.yaml"]
+        cmd = [sys.executable, str(repo / "stages" / f"{stage}.py"), *args, "--params", "params.yaml"]
         if progress:
             print(f"[N={n}] {stage} ...", flush=True)
         out[stage] = run_measured(cmd, work, env, root / f"{stage}.log")
@@ -259,7 +263,7 @@ def rehearse(n: int, root: Path, device: str = "cpu", workers: int = 2, hard_k: 
         for what, count in counts.get(stage, {}).items():
             out[stage][what] = count
             out[stage][f"{what}_per_s"] = round(count / max(out[stage]["wall_s"], 1e-9), 1)
-    out["cached_arrays_mb"] = {"cache": _files_mb(work / "data/cache"), "fused": _files_mb(work / "data/fused")}
+    out["cached_arrays_mb"] = {"cache": _files_mb(work / CACHE), "fused": _files_mb(work / FUSED)}
     return out
 
 

@@ -5,7 +5,7 @@ name, rather than wrapped (``efficientnet_lite_pytorch.EfficientNet``,
 ``transformers.BertModel``):
 - the towers then keep the student's contracts exactly: float [B, 3, S, S] in [0, 1] with
   the normalisation inside; int32 ids with pad 0 and a FINITE additive padding bias
-  (``student.PAD_BIAS``: HF's ``finfo.min`` mask is the kind of huge constant that ruins
+  (``layers.PAD_BIAS``: HF's ``finfo.min`` mask is the kind of huge constant that ruins
   full-int8 calibration, and a ``-inf`` one crashed the interpreter); mean pooling over
   non-pad tokens, projection, L2 norm;
 - ``fold_batchnorm`` folds the EfficientNet BatchNorms like the CNN student's, because the
@@ -40,10 +40,11 @@ import torch
 from torch import nn
 
 from mcad_core.errors import McadError
+from mcad_core.student.layers import Attention, l2norm, padding_bias
 
 if TYPE_CHECKING:
-    from mcad_core.models.student import ImageTowerConfig, TextTowerConfig
-    from mcad_core.models.student_tokenizer import StudentTokenizer
+    from mcad_core.student.config import ImageTowerConfig, TextTowerConfig
+    from mcad_core.student.tokenizer import StudentTokenizer
 
 # (repeats, kernel, stride, expand ratio, in, out) of EfficientNet-Lite0 (no SE, ReLU6, fixed stem/head).
 LITE0_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
@@ -122,9 +123,7 @@ class EfficientNetLite0Tower(nn.Module):
         return self.head(self.blocks(self.stem((x - self.mean) * self.inv_std)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from mcad_core.models.student import _l2norm
-
-        return _l2norm(self.proj(self.features(x).mean(dim=(2, 3))))
+        return l2norm(self.proj(self.features(x).mean(dim=(2, 3))))
 
 
 def lite0_key_map() -> dict[str, str]:
@@ -154,8 +153,6 @@ class BertLayer(nn.Module):
 
     def __init__(self, width: int, heads: int, mlp_ratio: int) -> None:
         super().__init__()
-        from mcad_core.models.student import Attention
-
         self.attn = Attention(width, heads)  # fused qkv: BERT's query/key/value concatenated
         self.ln1 = nn.LayerNorm(width, eps=BERT_LN_EPS)
         self.mlp = nn.Sequential(nn.Linear(width, width * mlp_ratio), nn.GELU(), nn.Linear(width * mlp_ratio, width))
@@ -185,19 +182,14 @@ class BertTextTower(nn.Module):
 
     def pooled(self, ids: torch.Tensor) -> torch.Tensor:
         """Mean of the last hidden states over non-pad tokens [B, width] (before the projection)."""
-        from mcad_core.models.student import PAD_BIAS
-
-        keep = (ids != 0).to(torch.float32)
-        key_bias = ((1.0 - keep) * PAD_BIAS)[:, None, None, :]
+        keep, key_bias = padding_bias(ids)
         x = self.ln_embed(self.token_embedding(ids) + self.positional_embedding)
         for block in self.blocks:
             x = block(x, key_bias)
         return (x * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1.0)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        from mcad_core.models.student import _l2norm
-
-        return _l2norm(self.proj(self.pooled(ids)))
+        return l2norm(self.proj(self.pooled(ids)))
 
 
 def bert_state(hf: dict[str, torch.Tensor], layers: int, context_length: int) -> dict[str, torch.Tensor]:
@@ -344,7 +336,7 @@ def pretrained_tokenizer(cfg: TextTowerConfig) -> StudentTokenizer:
     truncated and padded with [PAD] = 0 to ``context_length``."""
     from tokenizers import Tokenizer
 
-    from mcad_core.models.student_tokenizer import PAD, PAD_ID, StudentTokenizer
+    from mcad_core.student.tokenizer import PAD, PAD_ID, StudentTokenizer
 
     folder = resolve_pretrained("bert", cfg.pretrained, "text.pretrained")
     path = text_folder_file(folder, "tokenizer.json")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from mcad_core.models.teacher_api import CrossEncoderTeacher, DualTeacher
+    from mcad_core.teachers.api import CrossEncoderTeacher, DualTeacher
 
 
 def score_pairs(cross: CrossEncoderTeacher, prepared_dir: str | Path, records: list[dict],

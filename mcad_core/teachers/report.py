@@ -1,19 +1,21 @@
-"""Teacher evaluation on the test split: the dual teacher alone, and the cross-encoder
-re-ranking the dual teacher's top-k, which shows what the cross-encoder knows that the dual
-encoder does not (docs/DESIGN.md §5)."""
+"""Teacher evaluation: the dual teacher alone (val while it trains, test in the evaluate stage), and
+the cross-encoder re-ranking the dual teacher's top-k, which shows what the cross-encoder knows
+that the dual encoder does not (docs/DESIGN.md §5)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mcad_core.data.manifest import twin_index, twin_kinds
-from mcad_core.evaluation import embedding_metrics, twin_metrics
+from mcad_core.data.manifest import flatten_captions, twin_index, twin_kinds
+from mcad_core.evaluation.metrics import embedding_metrics, twin_metrics
+from mcad_core.teachers.streaming import dual_split_embeddings
 
 if TYPE_CHECKING:
     import torch
 
-    from mcad_core.models.teacher_api import CrossEncoderTeacher, DualTeacher
+    from mcad_core.teachers.api import CrossEncoderTeacher, DualTeacher
+    from mcad_core.teachers.dual import OpenClipTeacher
 
 
 def _recall_at(rank_hits: torch.Tensor, ks: tuple[int, ...], prefix: str) -> dict[str, float]:
@@ -32,19 +34,19 @@ def rerank_metrics(cross: CrossEncoderTeacher, img_emb: torch.Tensor, txt_emb: t
     """
     import torch
 
-    from mcad_core.retrieval import topk_images, twin_accuracy_from_scores
-    from mcad_core.teacher_stream import score_pairs
+    from mcad_core.evaluation.retrieval import topk_images, twin_accuracy_from_scores
+    from mcad_core.teachers.streaming import score_pairs
 
     ks = tuple(x for x in (1, 5, 10) if x <= k)
     n_cap, n_img = len(captions), len(records)
-    cap_img = torch.tensor(cap_image)
+    cap_image_t = torch.tensor(cap_image)
     twin_of = twin_index(records)
     cand = topk_images(txt_emb, img_emb, k)                                      # [N_cap, k] images per caption
     cand_t = topk_images(img_emb, txt_emb, k)                                     # [N_img, k] captions per image
     caps_with_twin = [c for c, i in enumerate(cap_image) if twin_of[i] >= 0]
     twin_caps = torch.tensor(caps_with_twin, dtype=torch.long)
     # one pair list: t2i candidates, i2t candidates, own pairs of twinned captions, their twin pairs
-    pair_image = torch.cat([cand.reshape(-1), torch.arange(n_img).repeat_interleave(k), cap_img[twin_caps],
+    pair_image = torch.cat([cand.reshape(-1), torch.arange(n_img).repeat_interleave(k), cap_image_t[twin_caps],
                             torch.tensor([twin_of[cap_image[c]] for c in caps_with_twin], dtype=torch.long)])
     pair_text = ([captions[i] for i in torch.arange(n_cap).repeat_interleave(k).tolist()]
                  + [captions[j] for j in cand_t.reshape(-1).tolist()] + [captions[c] for c in caps_with_twin] * 2)
@@ -52,9 +54,9 @@ def rerank_metrics(cross: CrossEncoderTeacher, img_emb: torch.Tensor, txt_emb: t
                            workers=workers)
     m, m_t, own, twin = m_all.split([n_cap * k, n_img * k, len(caps_with_twin), len(caps_with_twin)])
     order = m.view(-1, k).argsort(dim=1, descending=True, stable=True)
-    t2i_hits = cand.gather(1, order) == cap_img.unsqueeze(1)
+    t2i_hits = cand.gather(1, order) == cap_image_t.unsqueeze(1)
     order_t = m_t.view(-1, k).argsort(dim=1, descending=True, stable=True)
-    i2t_hits = cap_img[cand_t.gather(1, order_t)] == torch.arange(n_img).unsqueeze(1)
+    i2t_hits = cap_image_t[cand_t.gather(1, order_t)] == torch.arange(n_img).unsqueeze(1)
     out = {**_recall_at(i2t_hits, ks, "i2t"), **_recall_at(t2i_hits, ks, "t2i")}
     out["rsum"] = round(sum(out.values()), 2)
     if caps_with_twin:
@@ -66,27 +68,42 @@ def rerank_metrics(cross: CrossEncoderTeacher, img_emb: torch.Tensor, txt_emb: t
     return out
 
 
+def evaluate_dual(teacher: OpenClipTeacher, records: list[dict], prepared_dir: str | Path, progress: bool = False,
+                  workers: int = 0) -> dict[str, float]:
+    """The dual teacher's R@K both ways and overall twin accuracy on a split, unrounded: the val
+    figures its training reports (``reports/teachers.json``)."""
+    from mcad_core.evaluation.retrieval import retrieval_metrics, twin_accuracy
+
+    captions, cap_image = flatten_captions(records)
+    img, txt = dual_split_embeddings(teacher, records, Path(prepared_dir), captions, teacher.batch_size, workers,
+                                     progress)
+    out = retrieval_metrics(img, txt, cap_image)
+    twin_of = twin_index(records)
+    if any(t >= 0 for t in twin_of):
+        out["twin_acc"] = twin_accuracy(img, txt, cap_image, twin_of)
+    return out
+
+
 def teacher_report(dual: DualTeacher, cross: CrossEncoderTeacher, records: list[dict], prepared_dir: Path,
                    k: int, workers: int = 0) -> dict[str, dict[str, float]]:
     """``reports/teachers.json``: the dual teacher's test retrieval and the cross-encoder re-ranking it."""
     from mcad_core.data.claims import caption_matches
-    from mcad_core.data.manifest import flatten_captions
-    from mcad_core.teacher_stream import dual_split_embeddings
 
     captions, cap_image = flatten_captions(records)
     img, txt = dual_split_embeddings(dual, records, prepared_dir, captions, 256, workers)
     return {
         "teacher_dual": {**embedding_metrics(img, txt, cap_image, twin_index(records), twin_kinds(records),
                                              caption_matches(records)),
-                         "params_m": params_m(dual)},
+                         "params_m": teacher_params_m(dual)},
         f"teacher_single_rerank{k}": {**rerank_metrics(cross, img, txt, records, prepared_dir, captions, cap_image, k,
                                                      workers=workers),
-                                      "params_m": params_m(cross)},
+                                      "params_m": teacher_params_m(cross)},
     }
 
 
-def params_m(teacher: object) -> float:
-    """Millions of parameters over the torch modules a teacher object holds."""
+def teacher_params_m(teacher: object) -> float:
+    """Millions of parameters over the torch modules a teacher object holds, rounded as reported
+    (a student's count is :func:`mcad_core.student.model.params_m`)."""
     import torch
 
     modules = [m for m in vars(teacher).values() if isinstance(m, torch.nn.Module)]

@@ -44,7 +44,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mcad_core.errors import McadError
-from mcad_core.export.search import Int8Gallery, quantize_gallery, scan_topk
+from mcad_core.runtime.search import Int8Gallery, quantize_gallery, scan_topk
 
 MAGIC = b"MCADGAL1"
 VERSION = 2  # 2 added the residual codes and scales; a version-1 file is refused (rebuild it)

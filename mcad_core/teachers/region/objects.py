@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mcad_core.data.vocabulary import COLOURS, SHAPES, SIZES
-from mcad_core.models.region.segment import COLOUR_NAMES, mask_crop, segment
+from mcad_core.teachers.region.segment import COLOUR_NAMES, mask_crop, segment
 
 # Layout of one object slot in ``encode_images`` output.
 N_SHAPE, N_COLOUR, N_SIZE = len(SHAPES), len(COLOURS), len(SIZES)

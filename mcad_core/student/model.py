@@ -13,7 +13,7 @@ ready-to-compare embeddings.
 
 Towers from pretrained parts (``image.backbone: efficientnet_lite0``, ``text.backbone:
 bert`` with ``pretrained``: ``"package"`` or a local path) keep the same contracts; they
-live in :mod:`mcad_core.models.pretrained`, and :func:`student_tokenizer` gives each text
+live in :mod:`mcad_core.student.pretrained`, and :func:`student_tokenizer` gives each text
 tower its tokenizer (word-level, trained on the captions, or the pretrained WordPiece one).
 
 The student folder format (``save_student`` / ``load_student``) is defined here
@@ -24,101 +24,22 @@ A folder is self-contained: loading it never reads the pretrained packages.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo, field_validator
 from torch import nn
 
 from mcad_core.errors import McadError
 from mcad_core.io import atomic_path
+from mcad_core.student.config import ImageTowerConfig, StudentConfig, TextTowerConfig, load_config
+from mcad_core.student.layers import Attention, l2norm, padding_bias
+from mcad_core.student.tokenizer import StudentTokenizer
 
 if TYPE_CHECKING:
     from mcad_core.data.images import MemoryImages, StreamedImages
-from mcad_core.models.student_tokenizer import StudentTokenizer
 
-CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "student.safetensors", "config.json", "tokenizer.json"
-# Padding bias: large enough that exp() underflows to 0 against real scores, small
-# enough that int8 calibration of the score tensor is not ruined by a huge range.
-PAD_BIAS = -30.0
-
-
-class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ImageTowerConfig(_Cfg):
-    image_size: int = Field(64, ge=16)
-    mean: Annotated[list[float], Field(min_length=3, max_length=3)] = [0.5, 0.5, 0.5]
-    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=3, max_length=3)] = [0.25, 0.25, 0.25]
-    stem_width: PositiveInt = 32
-    blocks: list[tuple[PositiveInt, Annotated[int, Field(ge=1, le=2)]]] = [(64, 1), (128, 2), (256, 2)]
-    # mcad_cnn: the from-scratch CNN above (stem_width, blocks); efficientnet_lite0: ImageNet
-    # backbone (stem_width / blocks unused). pretrained: "package" | weights file | null (random).
-    backbone: Literal["mcad_cnn", "efficientnet_lite0"] = "mcad_cnn"
-    pretrained: str | None = None
-
-    @field_validator("pretrained")
-    @classmethod
-    def _pretrained_needs_a_backbone(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and info.data.get("backbone") == "mcad_cnn":
-            raise ValueError("the mcad_cnn backbone has no pretrained weights (set backbone: efficientnet_lite0)")
-        return value
-
-
-class TextTowerConfig(_Cfg):
-    context_length: int = Field(32, ge=2)
-    width: PositiveInt = 192
-    layers: PositiveInt = 4
-    heads: PositiveInt = 4
-    mlp_ratio: PositiveInt = 4
-    # mcad_transformer: the from-scratch pre-LN transformer with a word-level vocabulary trained on
-    # the captions; bert: a post-LN BERT encoder (e.g. all-MiniLM-L6-v2) with its own WordPiece
-    # tokenizer, so pretrained ("package" | Hugging Face folder) is required.
-    backbone: Literal["mcad_transformer", "bert"] = "mcad_transformer"
-    pretrained: str | None = Field(None, validate_default=True)
-
-    @field_validator("pretrained")
-    @classmethod
-    def _pretrained_fits_backbone(cls, value: str | None, info: ValidationInfo) -> str | None:
-        backbone = info.data.get("backbone")
-        if value is not None and backbone == "mcad_transformer":
-            raise ValueError("the mcad_transformer backbone has no pretrained weights (set backbone: bert)")
-        if value is None and backbone == "bert":
-            raise ValueError("the bert backbone needs pretrained weights and tokenizer ('package' or a folder)")
-        return value
-
-
-# Keys added for pretrained towers: left out of a saved config.json when at their defaults, so
-# the from-scratch students' folders stay byte-identical to those written before they existed.
-_TOWER_KEYS = ("backbone", "pretrained")
-
-
-class StudentConfig(_Cfg):
-    name: str
-    embed_dim: PositiveInt = 256
-    logit_scale_init: float = 2.6593  # ln(1 / 0.07), as CLIP
-    image: ImageTowerConfig = ImageTowerConfig()
-    text: TextTowerConfig = TextTowerConfig()
-    vocab_size: PositiveInt | None = None  # filled in when saved with a trained student
-
-    def to_json(self) -> str:
-        """The config.json of a student folder."""
-        exclude = {}
-        for tower in ("image", "text"):
-            cfg = getattr(self, tower)
-            at_default = {k for k in _TOWER_KEYS if getattr(cfg, k) == type(cfg).model_fields[k].default}
-            if at_default:
-                exclude[tower] = at_default
-        return self.model_dump_json(indent=2, exclude=exclude)
-
-
-def _l2norm(x: torch.Tensor) -> torch.Tensor:
-    # rsqrt of a sum lowers to plain TFLite ops (F.normalize's clamp_min adds a max op).
-    return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + 1e-12)
 
 
 class ConvBNAct(nn.Sequential):
@@ -164,27 +85,7 @@ class ImageTower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features((x - self.mean) * self.inv_std)
-        return _l2norm(self.proj(x.mean(dim=(2, 3))))
-
-
-class Attention(nn.Module):
-    """Explicit multi-head self-attention with an additive (finite) key bias."""
-
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        if width % heads:
-            raise McadError(f"student text tower: width {width} is not divisible by heads {heads}")
-        self.heads, self.head_dim = heads, width // heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.out = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
-        b, t, w = x.shape
-        qkv = self.qkv(x).reshape(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        scores = (q * self.head_dim**-0.5) @ k.transpose(-1, -2) + key_bias
-        y = torch.softmax(scores, dim=-1) @ v
-        return self.out(y.transpose(1, 2).reshape(b, t, w))
+        return l2norm(self.proj(x.mean(dim=(2, 3))))
 
 
 class Block(nn.Module):
@@ -218,14 +119,13 @@ class TextTower(nn.Module):
         self.proj = nn.Linear(cfg.width, embed_dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        keep = (ids != 0).to(torch.float32)  # [B, T]; an equality mask, not one_hot
-        key_bias = ((1.0 - keep) * PAD_BIAS)[:, None, None, :]
+        keep, key_bias = padding_bias(ids)
         x = self.token_embedding(ids) + self.positional_embedding
         for block in self.blocks:
             x = block(x, key_bias)
         x = self.ln_final(x)
         pooled = (x * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1.0)
-        return _l2norm(self.proj(pooled))
+        return l2norm(self.proj(pooled))
 
 
 class StudentModel(nn.Module):
@@ -239,13 +139,13 @@ class StudentModel(nn.Module):
         if cfg.image.backbone == "mcad_cnn":
             self.image_tower = ImageTower(cfg.image, cfg.embed_dim)
         else:
-            from mcad_core.models.pretrained import EfficientNetLite0Tower
+            from mcad_core.student.pretrained import EfficientNetLite0Tower
 
             self.image_tower = EfficientNetLite0Tower(cfg.image, cfg.embed_dim)
         if cfg.text.backbone == "mcad_transformer":
             self.text_tower = TextTower(cfg.text, vocab_size, cfg.embed_dim)
         else:
-            from mcad_core.models.pretrained import BertTextTower
+            from mcad_core.student.pretrained import BertTextTower
 
             self.text_tower = BertTextTower(cfg.text, vocab_size, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(cfg.logit_scale_init))
@@ -260,26 +160,6 @@ class StudentModel(nn.Module):
         return self.encode_image(x), self.encode_text(ids), self.logit_scale.exp()
 
 
-def load_config(name_or_config_path: str | Path) -> StudentConfig:
-    """A shipped config by name (``mcad-student-tiny``) or a JSON file path."""
-    path = Path(name_or_config_path)
-    if path.suffix != ".json":
-        path = CONFIG_DIR / f"{name_or_config_path}.json"
-        if not path.is_file():
-            shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
-            raise McadError(f"student config '{name_or_config_path}' not found (shipped: {', '.join(shipped)})")
-    elif not path.is_file():
-        raise McadError(f"{path}: student config not found")
-    try:
-        return StudentConfig.model_validate(json.loads(path.read_text()))
-    except json.JSONDecodeError as err:
-        raise McadError(f"{path}: not valid JSON ({err.msg})") from None
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise McadError(f"{path}: '{key}': {first['msg'].lower()}") from None
-
-
 def build_student(name_or_config_path: str | Path, vocab_size: int, pretrained: bool = True) -> StudentModel:
     """Build a student from its JSON config: random init, then the pretrained towers' weights
     (``image.pretrained`` / ``text.pretrained``) unless ``pretrained`` is False (a saved folder
@@ -291,11 +171,11 @@ def build_student(name_or_config_path: str | Path, vocab_size: int, pretrained: 
         raise McadError(f"{name_or_config_path}: config vocab_size {cfg.vocab_size} != tokenizer's {vocab_size}")
     model = StudentModel(cfg, vocab_size)
     if pretrained and cfg.image.pretrained is not None:
-        from mcad_core.models.pretrained import load_image_weights
+        from mcad_core.student.pretrained import load_image_weights
 
         load_image_weights(model.image_tower, cfg.image.pretrained)
     if pretrained and cfg.text.pretrained is not None:
-        from mcad_core.models.pretrained import load_text_weights
+        from mcad_core.student.pretrained import load_text_weights
 
         load_text_weights(model.text_tower, cfg.text)
     return model
@@ -307,7 +187,7 @@ def student_tokenizer(config: StudentConfig, captions: list[str]) -> StudentToke
     unused), padded / truncated to ``text.context_length``."""
     if config.text.backbone == "mcad_transformer":
         return StudentTokenizer.train(captions, context_length=config.text.context_length)
-    from mcad_core.models.pretrained import pretrained_tokenizer
+    from mcad_core.student.pretrained import pretrained_tokenizer
 
     return pretrained_tokenizer(config.text)
 
@@ -384,10 +264,6 @@ def encode_texts_torch(model: StudentModel, ids: torch.Tensor, batch_size: int =
     """Unit text embeddings from int32 ids, batched."""
     with torch.inference_mode():
         return torch.cat([model.encode_text(ids[i:i + batch_size]) for i in range(0, len(ids), batch_size)])
-
-
-__all__ = ["StudentModel", "StudentConfig", "StudentTokenizer", "build_student", "student_tokenizer", "load_config",
-           "params_m", "fold_batchnorm", "save_student", "load_student", "encode_images_torch", "encode_texts_torch"]
 
 
 def encode_all(model: nn.Module, images: MemoryImages | StreamedImages, token_ids: torch.Tensor,

@@ -58,12 +58,12 @@ def _indices(x: Any, name: str, length: int, upper: int, device: Any, lower: int
     return t
 
 
-def _inputs(image_emb: Any, text_emb: Any, text_image_ids: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _inputs(image_emb: Any, text_emb: Any, cap_image: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     image = _embeddings(image_emb, "image_emb")
     text = _embeddings(text_emb, "text_emb", image.device)
     if image.shape[1] != text.shape[1]:
         raise McadError(f"image_emb has dim {image.shape[1]} but text_emb has dim {text.shape[1]}")
-    ids = _indices(text_image_ids, "text_image_ids", text.shape[0], image.shape[0], image.device)
+    ids = _indices(cap_image, "cap_image", text.shape[0], image.shape[0], image.device)
     return image, text, ids
 
 
@@ -120,13 +120,13 @@ def _count_at_least(
 def retrieval_metrics(
     image_emb: Any,
     text_emb: Any,
-    text_image_ids: Any,
+    cap_image: Any,
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = DEFAULT_CHUNK,
 ) -> dict[str, float]:
     """Recall@K in percent: ``i2t_r{k}`` and ``t2i_r{k}`` for each k, and ``rsum`` (their sum).
 
-    image_emb [N_img, D], text_emb [N_txt, D], text_image_ids [N_txt] (each caption's image index).
+    image_emb [N_img, D], text_emb [N_txt, D], cap_image [N_txt] (each caption's image index).
     Ties count against the query (module note). Images may have any number of captions; an
     image with none is no i2t query (nothing could be a hit) but stays in the t2i gallery as a
     distractor, so i2t averages over captioned images only.
@@ -136,7 +136,7 @@ def retrieval_metrics(
     _check_chunk(chunk_size)
     if not ks or any(int(k) < 1 for k in ks):
         raise McadError(f"ks must be positive integers, got {list(ks)}")
-    image, text, ids = _inputs(image_emb, text_emb, text_image_ids)
+    image, text, ids = _inputs(image_emb, text_emb, cap_image)
     own = _pair_scores(text, image, ids, chunk_size)
     t2i_rank = _count_at_least(text, image, own, None, ids, chunk_size)
 
@@ -221,7 +221,7 @@ def twin_accuracy_from_scores(own_scores: Any, twin_scores: Any) -> float:
 def twin_accuracy(
     image_emb: Any,
     text_emb: Any,
-    text_image_ids: Any,
+    cap_image: Any,
     twin_of: Any,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> float:
@@ -233,7 +233,7 @@ def twin_accuracy(
     import torch
 
     _check_chunk(chunk_size)
-    image, text, ids = _inputs(image_emb, text_emb, text_image_ids)
+    image, text, ids = _inputs(image_emb, text_emb, cap_image)
     twins = _indices(twin_of, "twin_of", image.shape[0], image.shape[0], image.device, lower=-1)
     if bool((twins == torch.arange(image.shape[0], device=image.device)).any()):
         raise McadError("twin_of: an image cannot be its own twin")

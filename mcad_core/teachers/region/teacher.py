@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from mcad_core.errors import McadError
-from mcad_core.models.region.model import CrossEncoder
-from mcad_core.models.region.objects import AttributeClassifier, Preprocessing, object_slots, scene_arrays
-from mcad_core.models.region.tokenizer import WordTokenizer
+from mcad_core.teachers.region.model import CrossEncoder
+from mcad_core.teachers.region.objects import AttributeClassifier, Preprocessing, object_slots, scene_arrays
+from mcad_core.teachers.region.tokenizer import WordTokenizer
 
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

@@ -3,6 +3,10 @@
 ``models/teachers/`` holds ``dual/`` (an open_clip checkpoint), ``single/`` (the embedded region
 cross-encoder's folder, or ``blip.json`` naming a BLIP model or folder) and
 ``fingerprints.json``, which downstream stages compare with their caches.
+
+One teacher, two words: the single-stream teacher is the cross-encoder. Params, folders and
+reports say ``single`` (``teachers.single``, ``models/teachers/single``, ``teacher_single_rerank16``),
+as the paper does; the code says ``cross`` (:class:`~mcad_core.teachers.api.CrossEncoderTeacher`).
 """
 
 from __future__ import annotations
@@ -12,30 +16,30 @@ from typing import TYPE_CHECKING, Any
 
 from mcad_core.errors import McadError
 from mcad_core.io import atomic_path, write_json
-from mcad_core.models.blip import BLIP_FILE
+from mcad_core.teachers.blip import BLIP_FILE
 
 if TYPE_CHECKING:
-    from mcad_core.models.teacher_api import CrossEncoderTeacher, DualTeacher
     from mcad_core.params import TeachersParams
+    from mcad_core.teachers.api import CrossEncoderTeacher, DualTeacher
 
-EMBEDDED_SINGLE = "region"
+EMBEDDED_CROSS = "region"
 
 
 def load_cross_teacher(folder: str | Path, device: str = "cpu") -> CrossEncoderTeacher:
-    """The single-stream teacher saved by the teachers stage."""
+    """The cross-encoder saved by the teachers stage."""
     folder = Path(folder)
     if (folder / BLIP_FILE).is_file():
-        from mcad_core.models.blip import load_blip_reference
+        from mcad_core.teachers.blip import load_blip_reference
 
         return load_blip_reference(folder, device)
-    from mcad_core.models.region.teacher import RegionCrossEncoder
+    from mcad_core.teachers.region.teacher import RegionCrossEncoder
 
     return RegionCrossEncoder.load(folder, device)
 
 
 def load_teachers(folder: str | Path, device: str = "cpu") -> tuple[DualTeacher, CrossEncoderTeacher]:
     """Both saved teachers (the cache stage's entry point)."""
-    from mcad_core.models.dual import load_saved_dual_teacher
+    from mcad_core.teachers.dual import load_saved_dual_teacher
 
     folder = Path(folder)
     return load_saved_dual_teacher(folder / "dual", device), load_cross_teacher(folder / "single", device)
@@ -45,7 +49,8 @@ def build_dual(params: TeachersParams, train: list[dict], val: list[dict], prepa
                ckpt_dir: Path, seed: int, device: str, workers: int = 0,
                precision: str = "fp32") -> tuple[DualTeacher, dict[str, Any]]:
     """Load the dual teacher (pretrained or random) and train / fine-tune it when epochs > 0."""
-    from mcad_core.models.dual import load_dual_teacher, save_dual_teacher, train_dual_teacher
+    from mcad_core.teachers.dual import load_dual_teacher, save_dual_teacher
+    from mcad_core.teachers.dual_train import train_dual_teacher
 
     cfg = params.dual
     teacher = load_dual_teacher(cfg.model, cfg.pretrained, device, seed=seed, preprocess_tag=cfg.preprocess_tag)
@@ -57,12 +62,12 @@ def build_dual(params: TeachersParams, train: list[dict], val: list[dict], prepa
     return teacher, summary
 
 
-def build_single(params: TeachersParams, train: list[dict], val: list[dict], prepared_dir: Path, out: Path,
+def build_cross(params: TeachersParams, train: list[dict], val: list[dict], prepared_dir: Path, out: Path,
                  ckpt_dir: Path, seed: int, device: str) -> tuple[CrossEncoderTeacher, dict[str, Any]]:
     """The embedded region cross-encoder (trained here, or loaded from ``pretrained``), or BLIP as is."""
     cfg = params.single
-    if cfg.model != EMBEDDED_SINGLE:
-        from mcad_core.models.blip import load_blip_teacher, save_blip_reference
+    if cfg.model != EMBEDDED_CROSS:
+        from mcad_core.teachers.blip import load_blip_teacher, save_blip_reference
 
         teacher = load_blip_teacher(cfg.model, device, itm_token=cfg.itm_token)
         if cfg.epochs > 0:
@@ -71,8 +76,8 @@ def build_single(params: TeachersParams, train: list[dict], val: list[dict], pre
             tmp.mkdir()
             save_blip_reference(tmp, teacher)
         return teacher, {}
-    from mcad_core.models.region.teacher import RegionCrossEncoder
-    from mcad_core.models.region.train import train_region_teacher
+    from mcad_core.teachers.region.teacher import RegionCrossEncoder
+    from mcad_core.teachers.region.train import train_region_teacher
 
     if cfg.pretrained is not None:
         if cfg.epochs > 0:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mcad_core.models.region.objects import SLOT_COLOUR, SLOT_GEOM, SLOT_SHAPE, SLOT_SIZE, SLOT_VALID
-from mcad_core.models.region.tokenizer import PAD, WordTokenizer
+from mcad_core.teachers.region.objects import SLOT_COLOUR, SLOT_GEOM, SLOT_SHAPE, SLOT_SIZE, SLOT_VALID
+from mcad_core.teachers.region.tokenizer import PAD, WordTokenizer
 
 
 def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
