@@ -8,8 +8,9 @@ import torch
 from student_fixtures import FORMATS, exported, sample_inputs
 
 from mcad_core.errors import McadError
-from mcad_core.export.pipeline import export_metrics
-from mcad_core.export.tflite import export_student, export_tower, parity
+from mcad_core.evaluation.retrieval import retrieval_metrics
+from mcad_core.export.pipeline import export_metrics, format_retrieval
+from mcad_core.export.tflite import _quantize, export_student, export_tower, parity
 from mcad_core.runtime.encoder import TFLiteEncoder
 
 pytestmark = pytest.mark.slow
@@ -102,3 +103,40 @@ def test_export_metrics_are_the_rsum_drop_of_each_converted_format():
         "dynamic_int8": {"image": {"status": "failed"}, "test": None},  # a tower did not convert
     }}
     assert export_metrics(report) == {"fp32": {"rsum_drop": 0.0}, "full_int8": {"rsum_drop": 1.5}}
+
+
+def test_full_int8_ranges_cover_every_calibration_sample(tmp_path):
+    """ai-edge-quantizer's default range is a moving average of each sample's extremes: it clips
+    what early samples reach (on `mcad` that cost 1.84 t2i R@1). A bright first sample, then dim
+    ones: the full-int8 input range must still reach the bright pixel (the average: ~0.35)."""
+    _, _, folder, _ = exported()
+    rng = np.random.default_rng(0)
+    calib = np.concatenate([np.ones((1, 3, 32, 32), np.float32),
+                            rng.random((40, 3, 32, 32), dtype=np.float32) * 0.25])
+    out = tmp_path / "image_full_int8.tflite"
+    _quantize(folder / "image_fp32.tflite", "full_int8", calib, out)
+    from ai_edge_litert.interpreter import Interpreter
+
+    (detail,) = Interpreter(model_path=str(out)).get_input_details()
+    scale, zero = detail["quantization"]
+    assert detail["dtype"] == np.int8
+    assert (127 - zero) * scale == pytest.approx(1.0, abs=2 * scale)
+    assert (-128 - zero) * scale <= 0.0
+
+
+def test_format_retrieval_reports_both_towers_and_each_tower_alone():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(30, 16)).astype(np.float32)
+    index = [i for i in range(30) for _ in range(2)]
+    texts = images[index] + 0.1 * rng.normal(size=(60, 16)).astype(np.float32)
+    torch_r = retrieval_metrics(images, texts, index)
+    scrambled = images[rng.permutation(30)]  # a converted image tower that lost everything
+    entry = format_retrieval(torch_r, (images, texts), {"image": scrambled, "text": texts}, index)
+    both = retrieval_metrics(scrambled, texts, index)
+    assert entry["test"]["rsum"] == round(both["rsum"], 2)
+    assert entry["drop_vs_torch"]["rsum"] == round(torch_r["rsum"] - both["rsum"], 2)
+    assert entry["drop_per_tower"]["text_only"] == {"t2i_r1": 0.0, "i2t_r1": 0.0, "rsum": 0.0}
+    assert entry["drop_per_tower"]["image_only"]["t2i_r1"] > 50  # the image tower is the one that loses
+    text_failed = format_retrieval(torch_r, (images, texts), {"image": images}, index)
+    assert text_failed["test"] is None and "drop_vs_torch" not in text_failed
+    assert text_failed["drop_per_tower"] == {"image_only": {"t2i_r1": 0.0, "i2t_r1": 0.0, "rsum": 0.0}}

@@ -73,6 +73,30 @@ def _rounded(metrics: dict) -> dict:
     return {k: round(float(v), 2) for k, v in metrics.items()}
 
 
+def _drop(torch_r: dict, converted_r: dict) -> dict[str, float]:
+    return {k: round(torch_r[k] - converted_r[k], 2) for k in ("t2i_r1", "i2t_r1", "rsum")}
+
+
+def format_retrieval(torch_r: dict, ref: tuple[np.ndarray, np.ndarray], emb: dict[str, np.ndarray],
+                     image_index: list[int]) -> dict:
+    """One format's test retrieval and its cost against PyTorch (``torch_r``, from the embeddings
+    ``ref`` = (image, text)): both towers converted (``test``, ``drop_vs_torch``; ``test`` is None
+    unless both converted), and each tower converted alone with the other in PyTorch
+    (``drop_per_tower``: ``image_only``, ``text_only``), which tells which tower loses."""
+    from mcad_core.evaluation.retrieval import retrieval_metrics
+
+    entry: dict = {"test": None}
+    if len(emb) == 2:
+        both = retrieval_metrics(emb["image"], emb["text"], image_index)
+        entry = {"test": _rounded(both), "drop_vs_torch": _drop(torch_r, both)}
+    entry["drop_per_tower"] = {}
+    if "image" in emb:
+        entry["drop_per_tower"]["image_only"] = _drop(torch_r, retrieval_metrics(emb["image"], ref[1], image_index))
+    if "text" in emb:
+        entry["drop_per_tower"]["text_only"] = _drop(torch_r, retrieval_metrics(ref[0], emb["text"], image_index))
+    return entry
+
+
 def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path, formats: list[str],
                calib_samples: int, seed: int) -> tuple[dict, dict[str, float]]:
     """Export the student in ``student_dir`` to ``out_dir``; return the export report and the
@@ -122,13 +146,8 @@ def run_export(student_dir: str | Path, prepared_dir: str | Path, out_dir: str |
                 emb[split][tower] = (embed_images(enc.encode, inputs[0], desc=f"{path.name} {split}") if tower == "image"
                                      else enc.encode(inputs[1], progress=True))
             entry[tower].update(parity(path, emb["val"][tower], ref["val"][col]))
-        if len(emb["test"]) == 2:
-            tflite_r = retrieval_metrics(emb["test"]["image"], emb["test"]["text"], test_index)
-            entry["test"] = _rounded(tflite_r)
-            entry["drop_vs_torch"] = {k: round(torch_r[k] - tflite_r[k], 2) for k in ("t2i_r1", "i2t_r1", "rsum")}
-        else:
-            entry["test"] = None  # a tower of this format failed: its reason is in entry[tower]
-        report["formats"][fmt] = entry
+        # a tower of this format that failed has its reason in entry[tower] and no retrieval
+        report["formats"][fmt] = entry | format_retrieval(torch_r, ref["test"], emb["test"], test_index)
     return report, timings
 
 
