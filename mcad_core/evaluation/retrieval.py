@@ -117,6 +117,19 @@ def _count_at_least(
     return counts
 
 
+def _check_ks(ks: Sequence[int]) -> None:
+    if not ks or any(int(k) < 1 for k in ks):
+        raise McadError(f"ks must be positive integers, got {list(ks)}")
+
+
+def _recalls(i2t_rank: torch.Tensor, t2i_rank: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
+    """Recall@K in percent from each query's rank (a hit at K when the rank is < K), and RSUM."""
+    out = {f"i2t_r{k}": 100.0 * (i2t_rank < k).double().mean().item() for k in ks}
+    out |= {f"t2i_r{k}": 100.0 * (t2i_rank < k).double().mean().item() for k in ks}
+    out["rsum"] = sum(out.values())
+    return out
+
+
 def retrieval_metrics(
     image_emb: Any,
     text_emb: Any,
@@ -134,8 +147,7 @@ def retrieval_metrics(
     import torch
 
     _check_chunk(chunk_size)
-    if not ks or any(int(k) < 1 for k in ks):
-        raise McadError(f"ks must be positive integers, got {list(ks)}")
+    _check_ks(ks)
     image, text, ids = _inputs(image_emb, text_emb, cap_image)
     own = _pair_scores(text, image, ids, chunk_size)
     t2i_rank = _count_at_least(text, image, own, None, ids, chunk_size)
@@ -148,10 +160,7 @@ def retrieval_metrics(
     i2t_rank = _count_at_least(image, text, best, ids, rows, chunk_size)
     i2t_rank = i2t_rank[torch.bincount(ids, minlength=image.shape[0]) > 0]
 
-    out = {f"i2t_r{k}": 100.0 * (i2t_rank < k).double().mean().item() for k in ks}
-    out |= {f"t2i_r{k}": 100.0 * (t2i_rank < k).double().mean().item() for k in ks}
-    out["rsum"] = sum(out.values())
-    return out
+    return _recalls(i2t_rank, t2i_rank, ks)
 
 
 def matched_retrieval_metrics(
@@ -172,8 +181,7 @@ def matched_retrieval_metrics(
     import torch
 
     _check_chunk(chunk_size)
-    if not ks or any(int(k) < 1 for k in ks):
-        raise McadError(f"ks must be positive integers, got {list(ks)}")
+    _check_ks(ks)
     image = _embeddings(image_emb, "image_emb")
     text = _embeddings(text_emb, "text_emb", image.device)
     m = torch.as_tensor(matches, device=image.device)
@@ -195,10 +203,7 @@ def matched_retrieval_metrics(
         s, mm = _block_scores(text[t0 : t0 + chunk_size], image), m[t0 : t0 + chunk_size]
         i2t_rank += ((s >= best_i2t[None, :]) & ~mm).sum(0)
     i2t_rank = i2t_rank[m.any(0)]
-    out = {f"i2t_r{k}": 100.0 * (i2t_rank < k).double().mean().item() for k in ks}
-    out |= {f"t2i_r{k}": 100.0 * (t2i_rank < k).double().mean().item() for k in ks}
-    out["rsum"] = sum(out.values())
-    return out
+    return _recalls(i2t_rank, t2i_rank, ks)
 
 
 def twin_accuracy_from_scores(own_scores: Any, twin_scores: Any) -> float:
