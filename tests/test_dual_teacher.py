@@ -152,7 +152,15 @@ def test_training_resumes_after_a_kill_to_the_same_weights(scenes, tmp_path, mon
     assert torch.load(tmp_path / "b" / LAST, weights_only=False)["epoch"] == 1
 
     resumed = load_dual_teacher(MODEL, None)
+    steps_run = {"n": 0}
+
+    def counted_step(self, *args, **kwargs):
+        steps_run["n"] += 1
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted_step)
     again = train_dual_teacher(resumed, records, root, out_dir=tmp_path / "b", **settings)
+    assert steps_run["n"] == 6  # epochs 2 and 3 only: the saved state was loaded, not retrained from scratch
     assert again["steps"] == summary["steps"] and again["loss"] == summary["loss"]
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
