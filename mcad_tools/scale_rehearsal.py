@@ -357,7 +357,7 @@ def format_growth_table(table: dict[str, dict]) -> str:
     for stage, row in table.items():
         m = row["measured"]
         peaks = " / ".join(f"{p:.0f}" for p in row["peaks_mb"])
-        lines.append(f"| {stage} | {peaks} | {m['kb_per_image']:+.1f} | {m['slope_se_kb'] or '-'} "
+        lines.append(f"| {stage} | {peaks} | {m['kb_per_image']:+.1f} | {m['slope_se_kb'] if m['slope_se_kb'] is not None else '-'} "
                      f"| {m['residual_mb'] if m['residual_mb'] is not None else '-'} "
                      f"| {row['tree_pss']['kb_per_image']:+.1f} | {row['predicted_kb_per_image']:.1f} "
                      f"| {row['excess_kb_per_image']:+.1f} |")
