@@ -1,13 +1,16 @@
-"""Rehearse the real-data path at scale without the real data (issue 10; README "Scale").
+"""Rehearse the real-data path at scale without the real data (issues 10, 19; docs/scale.md).
 
-    python scripts/rehearse_scale.py --sizes 60,120 --chunk-images 16   # CPU, ~20 min on 2 cores
-    python scripts/rehearse_scale.py --sizes 31000 --device cuda --workers 12 --hard-k 8 \\
-        --student-parts random --no-live --stages prepare,teachers,cache,fuse,distill,evaluate \
-        --out reports/scale_cuda.json
+    # CPU, 2 cores: shrunk teachers and student, three sizes far apart (~1 h on 2 busy cores)
+    python scripts/rehearse_scale.py --arch shrunk --sizes 500,5000,1500 --threads 1
+    # GPU: real-size teachers at Flickr30K's size (not run yet at 31,000 past the teachers stage)
+    python scripts/rehearse_scale.py --arch real --sizes 31000 --device cuda --workers 14 --hard-k 8 \\
+        --batch-size 256 --chunk-images 256 --student-parts random --no-live \\
+        --stages prepare,teachers,cache,fuse,distill,evaluate --out reports/scale_cuda.json
 
-Writes a Flickr30K-shaped dataset, random real-size teachers (open_clip ViT-B-16 checkpoint,
-BLIP ITM folder) and runs the stage scripts on them, each in its own process; reports each
-stage's wall time, peak RSS (process tree) and throughput per N into ``--out``.
+Writes a Flickr30K-shaped dataset, random teachers (open_clip ViT checkpoint, BLIP ITM folder;
+real size or shrunk) and runs the stage scripts on them, each in its own process; reports each
+stage's wall time, peak memory and throughput per N into ``--out``, and with two or more sizes
+the growth per image of each stage's peak beside the growth of the arrays it holds.
 """
 
 from pathlib import Path
@@ -18,39 +21,45 @@ REPO = Path(__file__).resolve().parents[1]  # the checkout whose stages the rehe
 
 
 @click.command()
-@click.option("--sizes", default="200,800", show_default=True, help="Comma-separated numbers of images N.")
+@click.option("--arch", type=click.Choice(["real", "shrunk"]), default="shrunk", show_default=True,
+              help="Real-size teachers and student (a GPU run), or the same architectures shrunk for a CPU.")
+@click.option("--sizes", default="500,5000,1500", show_default=True, help="Comma-separated numbers of images N.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--workers", default=2, show_default=True, help="DataLoader processes (params.workers).")
 @click.option("--hard-k", default=2, show_default=True, help="cache.hard_k")
 @click.option("--epochs", default=1, show_default=True, help="distill.epochs")
-@click.option("--batch-size", default=64, show_default=True, help="cache and distill batch size")
-@click.option("--chunk-images", default=256, show_default=True, help="cache.chunk_images")
+@click.option("--batch-size", default=32, show_default=True,
+              help="cache and distill batch size (below the smallest split: a batch is fixed cost at every N)")
+@click.option("--chunk-images", default=32, show_default=True, help="cache.chunk_images (below the smallest split)")
 @click.option("--student-parts", type=click.Choice(["package", "random"]), default="package", show_default=True,
-              help="The pretrained student's weights from their pip packages, or random ones of the same shape.")
+              help="The pretrained student's weights from their pip packages, or random ones of the same shape "
+                   "(always random with --arch shrunk).")
+@click.option("--threads", default=0, show_default=True,
+              help="torch CPU threads per stage (OMP_NUM_THREADS); 0: torch's default. 1 on a shared CPU.")
 @click.option("--stages", default="prepare,teachers,cache,fuse,distill,evaluate,export", show_default=True)
 @click.option("--no-live", is_flag=True, help="No DVCLive curves (a machine without DVC installed).")
 @click.option("--reuse", is_flag=True,
               help="Re-run --stages on the files of an earlier rehearsal under --root, updating --out's figures.")
 @click.option("--root", default="/tmp/mcad-scale", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default="reports/scale.json", show_default=True, type=click.Path(dir_okay=False))
-def main(sizes: str, device: str, workers: int, hard_k: int, epochs: int, batch_size: int, chunk_images: int,
-         student_parts: str,
-         stages: str, no_live: bool, reuse: bool, root: str, out: str) -> None:
-    """Run the rehearsal at each size and write the figures (one JSON object per N, plus device)."""
+def main(arch: str, sizes: str, device: str, workers: int, hard_k: int, epochs: int, batch_size: int,
+         chunk_images: int, student_parts: str, threads: int, stages: str, no_live: bool, reuse: bool, root: str, out: str) -> None:
+    """Run the rehearsal at each size and write the figures (one JSON object per N, plus device and,
+    from two sizes on, the growth table)."""
     import json
     import shutil
 
     from mcad_core.io import write_json
-    from mcad_tools.scale_rehearsal import STAGES, device_name, rehearse
+    from mcad_tools.scale_rehearsal import STAGES, device_name, format_growth_table, growth_table, rehearse
 
     stage_list = tuple(s for s in stages.split(",") if s)
     unknown = sorted(set(stage_list) - set(STAGES))
     if unknown:
         raise click.BadParameter(f"unknown stages {unknown}; choose from {', '.join(STAGES)}", param_hint="--stages")
     settings = {
-        "device": device, "workers": workers, "hard_k": hard_k, "epochs": epochs, "batch_size": batch_size,
-        "chunk_images": chunk_images,
-        "student_parts": student_parts, "stages": list(stage_list)}
+        "arch": arch, "device": device, "workers": workers, "hard_k": hard_k, "epochs": epochs,
+        "batch_size": batch_size, "chunk_images": chunk_images, "threads": threads,
+        "student_parts": "random" if arch == "shrunk" else student_parts, "stages": list(stage_list)}
     if reuse and Path(out).is_file():
         report = json.loads(Path(out).read_text())
         report.setdefault("reruns", []).append(settings)
@@ -61,8 +70,12 @@ def main(sizes: str, device: str, workers: int, hard_k: int, epochs: int, batch_
         if not reuse:
             shutil.rmtree(folder, ignore_errors=True)
         figures = rehearse(n, folder, REPO, device, workers, hard_k, epochs, batch_size, student_parts, stage_list,
-                           live=not no_live, chunk_images=chunk_images, reuse=reuse)
+                           live=not no_live, chunk_images=chunk_images, reuse=reuse, arch=arch, threads=threads)
         report[str(n)] = {**report.get(str(n), {}), **figures} if reuse else figures
+        table = growth_table(report)
+        if table:
+            report["growth"] = table
+            click.echo(format_growth_table(table))
         write_json(out, report)
     click.echo(f"wrote {out}")
 

@@ -37,3 +37,82 @@ def test_run_measured_sees_a_stage_s_peak_memory(tmp_path: Path):
     big = run_measured([sys.executable, "-c", grow], tmp_path, {}, tmp_path / "b.log")
     assert big["peak_rss_mb"] - small["peak_rss_mb"] > 250
     assert big["peak_tree_pss_mb"] > 250 and big["wall_s"] >= 0.6
+    assert big["peak_rss_hwm_mb"] >= big["peak_rss_mb"] - 1 and small["peak_rss_hwm_mb"] < 100
+
+
+def test_shrunk_teachers_build_from_their_real_architectures(tmp_path: Path):
+    import torch
+    from transformers import BlipForImageTextRetrieval
+
+    from mcad_core.teachers.dual import open_clip_with_configs
+    from mcad_tools.scale_rehearsal import ARCHS, SHRUNK_WIDTH, _wordpiece_tokenizer, shrunk_blip_config
+
+    tokenizer = _wordpiece_tokenizer(["a", "red", "circle"], tmp_path / "vocab")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+    blip = BlipForImageTextRetrieval(shrunk_blip_config(tokenizer)).eval()
+    px = ARCHS["shrunk"]["blip_px"]
+    with torch.inference_mode():
+        out = blip(input_ids=tokenizer(["a red circle"], return_tensors="pt")["input_ids"],
+                   pixel_values=torch.zeros(1, 3, px, px))
+    assert out.itm_score.shape == (1, 2)
+    assert blip.config.text_config.encoder_hidden_size == blip.config.vision_config.hidden_size == SHRUNK_WIDTH
+    clip = open_clip_with_configs().create_model(ARCHS["shrunk"]["clip"])
+    assert type(clip.visual).__name__ == "VisionTransformer" and clip.visual.image_size == (64, 64)
+    assert sum(p.numel() for p in blip.parameters()) < 2e6
+
+
+def test_shrunk_student_keeps_the_pretrained_towers(tmp_path: Path):
+    from mcad_core.student.config import load_config
+    from mcad_tools.scale_rehearsal import student_config
+
+    cfg = load_config(student_config(tmp_path, ["a", "red", "circle"], "package", arch="shrunk"))
+    assert (cfg.image.backbone, cfg.image.image_size, cfg.image.pretrained) == ("efficientnet_lite0", 64, None)
+    assert (cfg.text.backbone, cfg.text.layers) == ("bert", 1) and Path(cfg.text.pretrained).is_dir()
+
+
+def test_growth_fit_finds_the_slope_and_the_noise():
+    from mcad_tools.scale_rehearsal import growth_fit
+
+    line = growth_fit([500, 1500, 5000], [100 + n * 10 / 1024 for n in (500, 1500, 5000)])
+    assert line["kb_per_image"] == 10.0 and line["residual_mb"] == 0.0 and line["slope_se_kb"] == 0.0
+    noisy = growth_fit([500, 1500, 5000], [105, 115, 148])
+    assert noisy["residual_mb"] > 0 and noisy["slope_se_kb"] > 0
+    assert growth_fit([500, 5000], [100, 110])["residual_mb"] is None
+
+
+def _fake_run(n: int, peak_per_image_kb: float, held_per_image_mb: float) -> dict:
+    stage = {"peak_rss_hwm_mb": 300 + n * peak_per_image_kb / 1024, "peak_tree_pss_mb": 300.0}
+    return {"n_images": n, "cache": stage, "held_mb": {"cache": n * held_per_image_mb}}
+
+
+def test_growth_table_sets_the_prediction_beside_the_measurement():
+    from mcad_tools.scale_rehearsal import format_growth_table, growth_table
+
+    report = {"device": "cpu", **{str(n): _fake_run(n, 80, 20 / 1024) for n in (500, 1500, 5000)}}
+    row = growth_table(report)["cache"]
+    assert (row["predicted_kb_per_image"], row["excess_kb_per_image"], row["within_allowance"]) == (20.0, 60.0, False)
+    assert "| cache | 339 / 417 / 691 | +80.0 | 0.0 | 0.0 |" in format_growth_table({"cache": row})
+
+
+def test_held_bytes_follow_the_files_a_run_wrote(tmp_path: Path):
+    import torch
+    from safetensors.torch import save_file
+
+    from mcad_core.paths import CACHE, FUSED, PREPARED
+    from mcad_tools.scale_rehearsal import held_bytes
+
+    for folder in (PREPARED, CACHE, FUSED):
+        (tmp_path / folder).mkdir(parents=True)
+    for split, n in (("train", 8), ("val", 2), ("test", 2)):
+        lines = [json.dumps({"image_id": i, "image": f"{i}.jpg", "captions": ["a", "b"]}) for i in range(n)]
+        (tmp_path / PREPARED / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    for path, rows in ((CACHE / "train.safetensors", 8), (CACHE / "val.safetensors", 2), (FUSED / "train.safetensors", 8)):
+        save_file({"v": torch.zeros(rows, 16)}, str(tmp_path / path))
+    student = tmp_path / "student.json"
+    student.write_text(json.dumps({"embed_dim": 8}))
+    params = {"distill": {"student": str(student)}, "teachers": {"rerank_k": 4}, "export": {"formats": ["fp32"]}}
+    held = held_bytes(tmp_path, params)
+    size = {p: (tmp_path / p).stat().st_size for p in (CACHE / "train.safetensors", FUSED / "train.safetensors")}
+    assert held["distill"] == size[CACHE / "train.safetensors"] + size[FUSED / "train.safetensors"]
+    assert held["teachers"] == 4 * 16 * 6 + 6 * 4 * 20  # 2 test images + 4 captions: dual embeddings, re-rank pairs
+    assert held["export"] == 2 * 4 * 8 * 12
