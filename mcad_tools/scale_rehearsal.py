@@ -47,9 +47,14 @@ ARCHS = {"real": {"clip": "ViT-B-16", "blip_px": 384}, "shrunk": {"clip": "mcad-
 SHRUNK_WIDTH = 64  # hidden width of every shrunk transformer (BLIP vision / text, the student's BERT)
 
 
-def split_sizes(n: int) -> dict[str, int]:
-    """Flickr30K's proportions at N = 31,000 (29k / 1k / 1k); at least 20 val and test images."""
-    held = min(1000, max(20, n // 10))
+def split_sizes(n: int, held_out: int = 0) -> dict[str, int]:
+    """``held_out`` val and test images each, the rest train; 0: Flickr30K's proportions at N = 31,000
+    (29k / 1k / 1k), at least 20 val and test images. A memory rehearsal holds them fixed above the
+    evaluation batch (256) at every N: a split smaller than one batch makes the batch's activations
+    look like growth per image, and Flickr30K's val and test stay at 1,000 whatever the album's size."""
+    held = held_out or min(1000, max(20, n // 10))
+    if n - 2 * held < 1:
+        raise ValueError(f"N = {n} leaves no train images after {held} val and {held} test images")
     return {"train": n - 2 * held, "val": held, "test": held}
 
 
@@ -65,7 +70,8 @@ def _render_photo(args: tuple[Any, Path]) -> None:
     Image.fromarray(photo).save(path, quality=90)
 
 
-def write_flickr_like(root: Path, n: int, seed: int = 0, workers: int = 1) -> tuple[Path, Path, list[str]]:
+def write_flickr_like(root: Path, n: int, seed: int = 0, workers: int = 1,
+                      held_out: int = 0) -> tuple[Path, Path, list[str]]:
     """The Karpathy annotations, the image folder, and the caption words (for the vocabularies)."""
     from multiprocessing import get_context
 
@@ -74,7 +80,7 @@ def write_flickr_like(root: Path, n: int, seed: int = 0, workers: int = 1) -> tu
     image_root = root / "flickr30k-images"
     image_root.mkdir(parents=True, exist_ok=True)
     entries, jobs, words = [], [], set()
-    for split, count in split_sizes(n).items():
+    for split, count in split_sizes(n, held_out).items():
         for item in generate_split(split, count, seed, PHOTO_H, CAPTIONS, 3):
             filename = f"{len(entries):07d}.jpg"
             entries.append({"filename": filename, "split": split, "imgid": len(entries),
@@ -367,7 +373,7 @@ def format_growth_table(table: dict[str, dict]) -> str:
 def rehearse(n: int, root: Path, repo: Path, device: str = "cpu", workers: int = 2, hard_k: int = 2, epochs: int = 1,
              batch_size: int = 64, student_parts: str = "package", stages: tuple[str, ...] = STAGES,
              seed: int = 0, progress: bool = True, live: bool = True, chunk_images: int = 256,
-             reuse: bool = False, arch: str = "real", threads: int = 0) -> dict:
+             reuse: bool = False, arch: str = "real", threads: int = 0, held_out: int = 0) -> dict:
     """Build the rehearsal's files for N images under ``root`` (or ``reuse`` those of an earlier
     run there) and run ``stages`` of the checkout ``repo`` (its scripts and Flickr30K config); their figures.
     ``threads``: torch's CPU threads per stage (0: its default). 1 on a shared 2-core machine: two
@@ -381,7 +387,8 @@ def rehearse(n: int, root: Path, repo: Path, device: str = "cpu", workers: int =
         student, setup_s = root / "models/student.json", {}
     else:
         t0 = time.perf_counter()
-        annotations, image_root, words = write_flickr_like(root / "flickr30k", n, seed, max(1, os.cpu_count() or 1))
+        annotations, image_root, words = write_flickr_like(root / "flickr30k", n, seed, max(1, os.cpu_count() or 1),
+                                                           held_out)
         setup_s = {"write_dataset_s": round(time.perf_counter() - t0, 1)}
         t0 = time.perf_counter()
         clip_ckpt, blip = save_random_teachers(root / "models", words, seed, arch)
@@ -398,7 +405,7 @@ def rehearse(n: int, root: Path, repo: Path, device: str = "cpu", workers: int =
                         "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "MCAD_LIVE": "1" if live else "0"}
     if threads:
         env |= {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    out: dict[str, Any] = {"n_images": n, "splits": split_sizes(n), **({"setup": setup_s} if setup_s else {})}
+    out: dict[str, Any] = {"n_images": n, "splits": split_sizes(n, held_out), **({"setup": setup_s} if setup_s else {})}
     for stage in stages:
         args = ["--variant", "mcad"] if stage == "distill" else []
         cmd = [sys.executable, str(repo / "stages" / f"{stage}.py"), *args, "--params", "params.yaml"]

@@ -1,7 +1,7 @@
 """Rehearse the real-data path at scale without the real data (issues 10, 19; docs/scale.md).
 
     # CPU, 2 cores: shrunk teachers and student, three sizes far apart (~1 h on 2 busy cores)
-    python scripts/rehearse_scale.py --arch shrunk --sizes 500,5000,1500 --threads 1
+    python scripts/rehearse_scale.py --arch shrunk --sizes 1000,8000,3000 --held-out 300 --threads 1
     # GPU: real-size teachers at Flickr30K's size (not run yet at 31,000 past the teachers stage)
     python scripts/rehearse_scale.py --arch real --sizes 31000 --device cuda --workers 14 --hard-k 8 \\
         --batch-size 256 --chunk-images 256 --student-parts random --no-live \\
@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]  # the checkout whose stages the rehe
                    "(always random with --arch shrunk).")
 @click.option("--threads", default=0, show_default=True,
               help="torch CPU threads per stage (OMP_NUM_THREADS); 0: torch's default. 1 on a shared CPU.")
+@click.option("--held-out", default=0, show_default=True,
+              help="val and test images each, fixed at every N (0: Flickr30K's proportions, N/10 up to 1,000)")
 @click.option("--stages", default="prepare,teachers,cache,fuse,distill,evaluate,export", show_default=True)
 @click.option("--no-live", is_flag=True, help="No DVCLive curves (a machine without DVC installed).")
 @click.option("--reuse", is_flag=True,
@@ -43,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]  # the checkout whose stages the rehe
 @click.option("--root", default="/tmp/mcad-scale", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default="reports/scale.json", show_default=True, type=click.Path(dir_okay=False))
 def main(arch: str, sizes: str, device: str, workers: int, hard_k: int, epochs: int, batch_size: int,
-         chunk_images: int, student_parts: str, threads: int, stages: str, no_live: bool, reuse: bool, root: str, out: str) -> None:
+         chunk_images: int, student_parts: str, threads: int, held_out: int, stages: str, no_live: bool, reuse: bool, root: str, out: str) -> None:
     """Run the rehearsal at each size and write the figures (one JSON object per N, plus device and,
     from two sizes on, the growth table)."""
     import json
@@ -59,7 +61,8 @@ def main(arch: str, sizes: str, device: str, workers: int, hard_k: int, epochs: 
     settings = {
         "arch": arch, "device": device, "workers": workers, "hard_k": hard_k, "epochs": epochs,
         "batch_size": batch_size, "chunk_images": chunk_images, "threads": threads,
-        "student_parts": "random" if arch == "shrunk" else student_parts, "stages": list(stage_list)}
+        "student_parts": "random" if arch == "shrunk" else student_parts, "held_out": held_out,
+        "stages": list(stage_list)}
     if reuse and Path(out).is_file():
         report = json.loads(Path(out).read_text())
         report.setdefault("reruns", []).append(settings)
@@ -70,7 +73,8 @@ def main(arch: str, sizes: str, device: str, workers: int, hard_k: int, epochs: 
         if not reuse:
             shutil.rmtree(folder, ignore_errors=True)
         figures = rehearse(n, folder, REPO, device, workers, hard_k, epochs, batch_size, student_parts, stage_list,
-                           live=not no_live, chunk_images=chunk_images, reuse=reuse, arch=arch, threads=threads)
+                           live=not no_live, chunk_images=chunk_images, reuse=reuse, arch=arch, threads=threads,
+                           held_out=held_out)
         report[str(n)] = {**report.get(str(n), {}), **figures} if reuse else figures
         table = growth_table(report)
         if table:

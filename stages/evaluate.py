@@ -33,7 +33,8 @@ def main(params_path: str) -> None:
         results[variant] = student_metrics(model, tokenizer, test, PREPARED, workers=params.workers)
     dual, cross = load_teachers(TEACHERS, params.device)
     with autocast(params.device, params.precision):
-        results.update(teacher_report(dual, cross, test, PREPARED, params.teachers.rerank_k, params.workers))
+        results.update(teacher_report(dual, cross, test, PREPARED, params.teachers.rerank_k, params.workers,
+                                      params.cache.chunk_images))
     # After the fact: how often honest mining found what the generator knows (never read in training).
     write_json(MINING, mining_report(PREPARED, CACHE, TEACHERS, params.cache))
     write_json(RESULTS_JSON, results)

@@ -117,12 +117,20 @@ def test_the_big_gallery_is_the_photos_then_their_augmented_copies():
     from mcad_core.export.query_recall import CHUNK, augmented, gallery_rows
 
     rng = np.random.default_rng(0)
-    photos = rng.integers(0, 256, (30, 3, 16, 16), dtype=np.uint8)
-    rows = np.concatenate(list(gallery_rows(photos, CHUNK + 50, seed=1)))
-    assert rows.shape == (CHUNK + 50, 3, 16, 16) and np.array_equal(rows[:30], photos)
-    assert np.array_equal(rows, np.concatenate(list(gallery_rows(photos, CHUNK + 50, seed=1))))  # deterministic
-    assert not any(np.array_equal(rows[30], p) for p in photos)  # a crop or mirror, not a copy
-    assert augmented(photos, 5, seed=2).shape == (5, 3, 16, 16)
+    n_photos = CHUNK + 10
+    photos = rng.integers(0, 256, (n_photos, 3, 8, 8), dtype=np.uint8)
+    read: list[int] = []
+
+    def load(idx):
+        read.append(len(idx))
+        return photos[np.asarray(idx, dtype=int)]
+
+    rows = np.concatenate(list(gallery_rows(load, n_photos, 8, n_photos + 50, seed=1)))
+    assert rows.shape == (n_photos + 50, 3, 8, 8) and np.array_equal(rows[:n_photos], photos)
+    assert max(read) <= CHUNK  # photos are read a chunk at a time, not all at once
+    assert np.array_equal(rows, np.concatenate(list(gallery_rows(load, n_photos, 8, n_photos + 50, seed=1))))
+    assert not any(np.array_equal(rows[n_photos], p) for p in photos)  # a crop or mirror, not a copy
+    assert augmented(load, n_photos, 8, 5, seed=2).shape == (5, 3, 8, 8)
 
 
 def test_scan_worker_reports_the_floor_ratio(tmp_path):

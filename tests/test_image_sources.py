@@ -11,7 +11,7 @@ from PIL import Image
 from mcad_core.data.images import MemoryImages, StreamedImages, in_order, load_images_uint8
 from mcad_core.data.loader import eval_transform, train_transform
 from mcad_core.data.manifest import flatten_captions, read_manifest
-from mcad_core.student.model import encode_all
+from mcad_core.student.model import encode_all, encode_texts_torch
 from mcad_core.student.model import StudentTokenizer, build_student
 from tests.pipeline_fixtures import make_prepared, tiny_student_config
 
@@ -44,6 +44,8 @@ def test_streamed_path_gives_the_preloaded_embeddings(split):
                               batch_size=7)
     f_str, g_str = encode_all(model, StreamedImages(prepared, records, 64, workers=1), ids, batch_size=7)
     assert torch.equal(f_mem, f_str) and torch.equal(g_mem, g_str)
+    with torch.inference_mode():  # captions in batches of 7, in order, as the whole split at once
+        assert torch.allclose(g_mem, encode_texts_torch(model, ids).float(), atol=1e-6)
 
 
 def _striped(w: int, h: int) -> Image.Image:

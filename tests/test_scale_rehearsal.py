@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from mcad_core.data.karpathy import load_karpathy
@@ -17,6 +18,9 @@ from mcad_tools.scale_rehearsal import PHOTO_H, PHOTO_W, run_measured, split_siz
 def test_split_sizes_follow_flickr30k_at_full_size():
     assert split_sizes(31000) == {"train": 29000, "val": 1000, "test": 1000}
     assert split_sizes(120) == {"train": 80, "val": 20, "test": 20}
+    assert split_sizes(1000, held_out=300) == {"train": 400, "val": 300, "test": 300}  # fixed at every N
+    with pytest.raises(ValueError, match="no train images"):
+        split_sizes(600, held_out=300)
 
 
 def test_flickr_like_dataset_is_read_by_the_karpathy_loader(tmp_path: Path):

@@ -63,6 +63,16 @@ def test_tokenizer_encodes_fixed_length_int32_and_round_trips(tmp_path):
     assert np.array_equal(again.encode(CAPTIONS), tok.encode(CAPTIONS))
 
 
+def test_tokenizer_encodes_chunk_by_chunk_as_one_caption_at_a_time(monkeypatch):
+    import mcad_core.student.tokenizer as tokenizer_module
+
+    tok = StudentTokenizer.train(CAPTIONS, context_length=6)
+    monkeypatch.setattr(tokenizer_module, "ENCODE_CHUNK", 2)  # 2, 2, 1 captions: chunks and a short tail
+    captions = (CAPTIONS * 3)[:5]
+    assert np.array_equal(tok.encode(captions), np.concatenate([tok.encode([c]) for c in captions]))
+    assert tok.encode([]).shape == (0, 6)
+
+
 def test_tokenizer_bad_file_is_one_line_error(tmp_path):
     bad = tmp_path / "tokenizer.json"
     bad.write_text("{not json")

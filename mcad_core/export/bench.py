@@ -18,6 +18,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,7 @@ def search_recall(size: int, dim: int, queries: int, topk: int, seed: int = 0, t
     ``queries`` random unit queries and a random unit gallery: against exact fp32 search of the float
     vectors (what storage and the scan lose together) and of the stored rows (what the scan loses
     alone); and, for comparison, of the same scan reranked over the int8 codes alone (no residual)."""
+    from mcad_core.export.query_recall import topk_overlap
     from mcad_core.runtime.search import Int8Gallery, quantize_gallery, scan_topk
 
     rng = np.random.default_rng(seed + 1)
@@ -141,19 +143,15 @@ def search_recall(size: int, dim: int, queries: int, topk: int, seed: int = 0, t
     stored = np.concatenate([gallery.reconstruct(np.arange(i, min(i + 8192, size))).astype(np.float32)
                              for i in range(0, size, 8192)])
     k = min(topk, size)
-    hits = {"fp32": 0, "stored": 0, "int8": 0}
-    for i in range(0, queries, 64):
-        block = qs[i:i + 64]
-        truths = [np.argpartition(-(block @ m.T), k - 1, axis=1)[:, :k] for m in (emb, stored)]  # [64, k] each
-        for q, true_fp32, true_stored in zip(block, *truths):
-            got = set(scan_topk(q, gallery, topk, threads=threads)[0].tolist())
-            hits["fp32"] += len(got & set(true_fp32.tolist()))
-            hits["stored"] += len(got & set(true_stored.tolist()))
-            got_int8 = set(scan_topk(q, int8_only, topk, threads=threads)[0].tolist())
-            hits["int8"] += len(got_int8 & set(true_fp32.tolist()))
+
+    def scan(g: object) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda q: scan_topk(q, g, topk, threads=threads)[0]
+
+    recall = {"fp32": topk_overlap(qs, scan(gallery), emb, k), "stored": topk_overlap(qs, scan(gallery), stored, k),
+              "int8": topk_overlap(qs, scan(int8_only), emb, k)}
     return {"gallery_size": size, "dim": dim, "queries": queries, "k": k,
-            "recall_vs_fp32": hits["fp32"] / (queries * k), "recall_vs_stored": hits["stored"] / (queries * k),
-            "recall_vs_fp32_int8_rerank": hits["int8"] / (queries * k)}
+            "recall_vs_fp32": recall["fp32"], "recall_vs_stored": recall["stored"],
+            "recall_vs_fp32_int8_rerank": recall["int8"]}
 
 
 # The search latency the README leads with: the dynamic-int8 text model on one thread.

@@ -85,8 +85,9 @@ def evaluate_dual(teacher: OpenClipTeacher, records: list[dict], prepared_dir: s
 
 
 def teacher_report(dual: DualTeacher, cross: CrossEncoderTeacher, records: list[dict], prepared_dir: Path,
-                   k: int, workers: int = 0) -> dict[str, dict[str, float]]:
-    """``reports/teachers.json``: the dual teacher's test retrieval and the cross-encoder re-ranking it."""
+                   k: int, workers: int = 0, chunk_images: int = 256) -> dict[str, dict[str, float]]:
+    """``reports/teachers.json``: the dual teacher's test retrieval and the cross-encoder re-ranking it,
+    its image features ``chunk_images`` at a time (``cache.chunk_images``, as the cache stage holds them)."""
     from mcad_core.data.claims import caption_matches
 
     captions, cap_image = flatten_captions(records)
@@ -96,7 +97,7 @@ def teacher_report(dual: DualTeacher, cross: CrossEncoderTeacher, records: list[
                                              caption_matches(records)),
                          "params_m": teacher_params_m(dual)},
         f"teacher_single_rerank{k}": {**rerank_metrics(cross, img, txt, records, prepared_dir, captions, cap_image, k,
-                                                     workers=workers),
+                                                     chunk_images=chunk_images, workers=workers),
                                       "params_m": teacher_params_m(cross)},
     }
 
