@@ -93,6 +93,7 @@ class FuseParams(_Group):
     tau_m: PositiveFloat = 1.0
     shift: Literal["centred", "below_positive"] = "below_positive"
     projection: Literal["ranking", "pca"] = "ranking"
+    fit_batch: PositiveInt = 1024  # photos and texts drawn per step of P's fit: its memory, whatever N
 
 
 class DistillParams(_Group):

@@ -194,6 +194,7 @@ def rehearsal_params(config: Path, annotations: Path, image_root: Path, clip_ckp
     params["teachers"]["single"] |= {"model": str(blip), "epochs": 0}
     params["teachers"]["rerank_k"] = 4
     params["cache"] |= {"hard_k": hard_k, "batch_size": batch_size, "chunk_images": chunk_images}
+    params["fuse"]["fit_batch"] = batch_size  # P's fit draws a batch, not min(N, 1024): no step inside the sizes
     params["distill"] |= {"variants": ["mcad"], "student": str(student), "epochs": epochs,
                           "batch_size": batch_size, "images": "stream"}
     params["export"] |= {"formats": ["fp32", "dynamic_int8"], "calib_samples": 50}

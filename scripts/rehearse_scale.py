@@ -3,7 +3,7 @@
     # CPU, 2 cores: shrunk teachers and student, three sizes far apart (~1 h on 2 busy cores)
     python scripts/rehearse_scale.py --arch shrunk --sizes 1000,8000,3000 --held-out 300 --threads 1
     # GPU: real-size teachers at Flickr30K's size (not run yet at 31,000 past the teachers stage)
-    python scripts/rehearse_scale.py --arch real --sizes 31000 --device cuda --workers 14 --hard-k 8 \\
+    python scripts/rehearse_scale.py --arch real --sizes 31000 --held-out 1000 --device cuda --workers 14 --hard-k 8 \\
         --batch-size 256 --chunk-images 256 --student-parts random --no-live \\
         --stages prepare,teachers,cache,fuse,distill,evaluate --out reports/scale_cuda.json
 
@@ -23,20 +23,21 @@ REPO = Path(__file__).resolve().parents[1]  # the checkout whose stages the rehe
 @click.command()
 @click.option("--arch", type=click.Choice(["real", "shrunk"]), default="shrunk", show_default=True,
               help="Real-size teachers and student (a GPU run), or the same architectures shrunk for a CPU.")
-@click.option("--sizes", default="500,5000,1500", show_default=True, help="Comma-separated numbers of images N.")
+@click.option("--sizes", default="1000,8000,3000", show_default=True, help="Comma-separated numbers of images N.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--workers", default=2, show_default=True, help="DataLoader processes (params.workers).")
 @click.option("--hard-k", default=2, show_default=True, help="cache.hard_k")
 @click.option("--epochs", default=1, show_default=True, help="distill.epochs")
 @click.option("--batch-size", default=32, show_default=True,
-              help="cache and distill batch size (below the smallest split: a batch is fixed cost at every N)")
+              help="cache and distill batch size and fuse.fit_batch (below the smallest split: a batch is fixed "
+                   "cost at every N)")
 @click.option("--chunk-images", default=32, show_default=True, help="cache.chunk_images (below the smallest split)")
 @click.option("--student-parts", type=click.Choice(["package", "random"]), default="package", show_default=True,
               help="The pretrained student's weights from their pip packages, or random ones of the same shape "
                    "(always random with --arch shrunk).")
 @click.option("--threads", default=0, show_default=True,
               help="torch CPU threads per stage (OMP_NUM_THREADS); 0: torch's default. 1 on a shared CPU.")
-@click.option("--held-out", default=0, show_default=True,
+@click.option("--held-out", default=300, show_default=True,
               help="val and test images each, fixed at every N (0: Flickr30K's proportions, N/10 up to 1,000)")
 @click.option("--stages", default="prepare,teachers,cache,fuse,distill,evaluate,export", show_default=True)
 @click.option("--no-live", is_flag=True, help="No DVCLive curves (a machine without DVC installed).")

@@ -53,6 +53,18 @@ def test_ranking_projection_recovers_twin_knowledge():
     assert tensors["proj"].shape == (8, 16)
 
 
+def test_the_fit_draws_fit_batch_photos_per_step():
+    """``fuse.fit_batch`` bounds the fit's draw (its memory); a draw of every photo equals any larger cap."""
+    train, val = twin_cache(seed=0), twin_cache(seed=1)
+    n = max(train["v"].shape[0], train["t"].shape[0])  # photos or texts, whichever are more
+    settings = dict(lam=1.0, alpha=1.0, tau_m=1.0, projection="ranking", steps=20)
+    capped, _ = run_fusion(train, val, FuseSettings(fit_batch=4, **settings), 0.1, progress=False)
+    whole, _ = run_fusion(train, val, FuseSettings(fit_batch=n, **settings), 0.1, progress=False)
+    default, _ = run_fusion(train, val, FuseSettings(**settings), 0.1, progress=False)
+    assert n > 4 and not torch.equal(capped["proj"], whole["proj"])
+    assert torch.equal(whole["proj"], default["proj"])  # 1024 > n: the default draws them all too
+
+
 def test_fitting_beats_a_variance_preserving_projection_when_h_is_dominated_by_shared_content():
     train, val = twin_cache(seed=0, nuisance=10.0), twin_cache(seed=1, nuisance=10.0)
     settings = dict(lam=1.0, alpha=0.0, tau_m=1.0, steps=300)

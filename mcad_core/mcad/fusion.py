@@ -34,6 +34,7 @@ class FuseSettings:
     projection: str
     shift: str = "centred"
     steps: int = 300
+    fit_batch: int = 1024  # photos and texts per step of the ranking fit, each with its padded candidates
     lr: float = 1e-2
     seed: int = 0
 
@@ -151,8 +152,8 @@ def _fit_ranking_projection(cache: dict, settings: FuseSettings, progress: bool)
 
     n_img, n_txt = v.shape[0], t.shape[0]
     for _ in trange(settings.steps, desc="fuse: fit P", disable=not progress, mininterval=1.0):
-        imgs = torch.randint(n_img, (min(n_img, 1024),), generator=gen)
-        txts = torch.randint(n_txt, (min(n_txt, 1024),), generator=gen)
+        imgs = torch.randint(n_img, (min(n_img, settings.fit_batch),), generator=gen)
+        txts = torch.randint(n_txt, (min(n_txt, settings.fit_batch),), generator=gen)
         s_i2t = torch.einsum("bd,bkd->bk", fused_images(imgs), fused_texts(text_ids[imgs])) * log_scale.exp()
         s_t2i = torch.einsum("bd,bkd->bk", fused_texts(txts), fused_images(image_ids[txts])) * log_scale.exp()
         loss = _listwise_kl(s_i2t, i2t_m[imgs], settings.tau_m) + _listwise_kl(s_t2i, t2i_m[txts], settings.tau_m)

@@ -65,7 +65,7 @@ def write_fused_targets(params: Any, out_dir: Path, prepared_dir: Path, teachers
                   for split in ("train", "val"))
     fuse = params.fuse
     settings = FuseSettings(lam=fuse.lambda_, alpha=fuse.alpha, tau_m=fuse.tau_m, projection=fuse.projection,
-                            shift=fuse.shift, seed=params.seed)
+                            shift=fuse.shift, fit_batch=fuse.fit_batch, seed=params.seed)
     tensors, report = run_fusion(train, val, settings, params.distill.tau_t, progress)
     with atomic_path(Path(out_dir)) as tmp:
         tmp.mkdir()
