@@ -53,12 +53,18 @@ def main(arch: str, sizes: str, device: str, workers: int, hard_k: int, epochs: 
     import shutil
 
     from mcad_core.io import write_json
-    from mcad_tools.scale_rehearsal import STAGES, device_name, format_growth_table, growth_table, rehearse
+    from mcad_tools.scale_rehearsal import STAGES, device_name, format_growth_table, growth_table, rehearse, split_sizes
 
     stage_list = tuple(s for s in stages.split(",") if s)
     unknown = sorted(set(stage_list) - set(STAGES))
     if unknown:
         raise click.BadParameter(f"unknown stages {unknown}; choose from {', '.join(STAGES)}", param_hint="--stages")
+    size_list = [int(x) for x in sizes.split(",")]
+    for n in size_list:  # before any size runs: a bad one would otherwise stop the run half-way
+        try:
+            split_sizes(n, held_out)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--held-out") from None
     settings = {
         "arch": arch, "device": device, "workers": workers, "hard_k": hard_k, "epochs": epochs,
         "batch_size": batch_size, "chunk_images": chunk_images, "threads": threads,
@@ -69,7 +75,7 @@ def main(arch: str, sizes: str, device: str, workers: int, hard_k: int, epochs: 
         report.setdefault("reruns", []).append(settings)
     else:
         report = {"device": device_name(device), "settings": settings}
-    for n in (int(x) for x in sizes.split(",")):
+    for n in size_list:
         folder = Path(root) / str(n)
         if not reuse:
             shutil.rmtree(folder, ignore_errors=True)

@@ -120,3 +120,18 @@ def test_held_bytes_follow_the_files_a_run_wrote(tmp_path: Path):
     assert held["distill"] == size[CACHE / "train.safetensors"] + size[FUSED / "train.safetensors"]
     assert held["teachers"] == 4 * 16 * 6 + 6 * 4 * 20  # 2 test images + 4 captions: dual embeddings, re-rank pairs
     assert held["export"] == 2 * 4 * 8 * 12
+
+
+def test_a_held_out_split_too_big_for_a_size_is_one_line_error_before_anything_runs(tmp_path: Path):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    spec = importlib.util.spec_from_file_location("rehearse_scale", Path(__file__).parents[1] / "scripts/rehearse_scale.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "scale.json"
+    result = CliRunner().invoke(script.main, ["--sizes", "1000,500", "--held-out", "300", "--root", str(tmp_path / "r"),
+                                              "--out", str(out)])
+    assert result.exit_code == 2 and "--held-out" in result.output and "no train images" in result.output
+    assert not out.exists() and not (tmp_path / "r").exists()  # N = 1,000 did not start either

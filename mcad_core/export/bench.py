@@ -18,7 +18,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -143,12 +142,10 @@ def search_recall(size: int, dim: int, queries: int, topk: int, seed: int = 0, t
     stored = np.concatenate([gallery.reconstruct(np.arange(i, min(i + 8192, size))).astype(np.float32)
                              for i in range(0, size, 8192)])
     k = min(topk, size)
-
-    def scan(g: object) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda q: scan_topk(q, g, topk, threads=threads)[0]
-
-    recall = {"fp32": topk_overlap(qs, scan(gallery), emb, k), "stored": topk_overlap(qs, scan(gallery), stored, k),
-              "int8": topk_overlap(qs, scan(int8_only), emb, k)}
+    found = [scan_topk(q, gallery, topk, threads=threads)[0] for q in qs]
+    found_int8 = [scan_topk(q, int8_only, topk, threads=threads)[0] for q in qs]
+    recall = {"fp32": topk_overlap(qs, found, emb, k), "stored": topk_overlap(qs, found, stored, k),
+              "int8": topk_overlap(qs, found_int8, emb, k)}
     return {"gallery_size": size, "dim": dim, "queries": queries, "k": k,
             "recall_vs_fp32": recall["fp32"], "recall_vs_stored": recall["stored"],
             "recall_vs_fp32_int8_rerank": recall["int8"]}

@@ -21,15 +21,14 @@ from mcad_core.runtime.search import quantize_gallery, scan_topk
 Loader = Callable[[Sequence[int]], np.ndarray]  # photo indices -> uint8 [len, 3, S, S]
 
 
-def topk_overlap(queries: np.ndarray, search: Callable[[np.ndarray], np.ndarray], exact: np.ndarray, k: int,
+def topk_overlap(queries: np.ndarray, found: Sequence[np.ndarray], exact: np.ndarray, k: int,
                  block: int = 64) -> float:
-    """Share of each query's exact fp32 top-``k`` rows of ``exact`` that ``search(query)`` returns:
-    the one hit count behind every recall the bench reports."""
+    """Share of each query's exact fp32 top-``k`` rows of ``exact`` among the rows a search ``found``
+    for it: the one hit count behind every recall the bench reports."""
     hits = 0
     for i in range(0, len(queries), block):
-        qs = queries[i:i + block]
-        truth = np.argpartition(-(qs @ exact.T), k - 1, axis=1)[:, :k]
-        hits += sum(len(set(search(q).tolist()) & set(t.tolist())) for q, t in zip(qs, truth))
+        truth = np.argpartition(-(queries[i:i + block] @ exact.T), k - 1, axis=1)[:, :k]
+        hits += sum(len(set(got.tolist()) & set(t.tolist())) for got, t in zip(found[i:i + block], truth))
     return hits / (len(queries) * k)
 
 
@@ -37,7 +36,7 @@ def scan_recall(queries: np.ndarray, emb: np.ndarray, k: int) -> float:
     """Share of each query's exact fp32 top-``k`` rows of ``emb`` that the int8 scan returns."""
     gallery = quantize_gallery(emb)
     k = min(k, len(emb))
-    return topk_overlap(queries, lambda q: scan_topk(q, gallery, k)[0], emb, k)
+    return topk_overlap(queries, [scan_topk(q, gallery, k)[0] for q in queries], emb, k)
 
 
 def augmented(load: Loader, n_photos: int, size: int, n: int, seed: int) -> np.ndarray:

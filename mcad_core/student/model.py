@@ -268,8 +268,7 @@ def encode_texts_torch(model: StudentModel, ids: torch.Tensor, batch_size: int =
 
 def encode_all(model: nn.Module, images: MemoryImages | StreamedImages, token_ids: torch.Tensor,
                device: str = "cpu", batch_size: int = 256, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """Student embeddings of a whole split, images and captions ``batch_size`` at a time, in eval mode
-    (all of Flickr30K's 5,000 test captions at once would hold ~2.6 GB of a BERT tower's activations)."""
+    """Student embeddings of a whole split, images and captions ``batch_size`` at a time, in eval mode."""
     from mcad_core.data.images import in_order
     from mcad_core.precision import autocast
 
@@ -278,7 +277,6 @@ def encode_all(model: nn.Module, images: MemoryImages | StreamedImages, token_id
     with torch.inference_mode(), autocast(device, precision):
         f = torch.cat([model.encode_image(x.to(device).float() / 255).float()
                        for x in images.batches(in_order(len(images), batch_size))])
-        g = torch.cat([encode_texts_torch(model, token_ids[r.start:r.stop].to(device)).float()
-                       for r in in_order(len(token_ids), batch_size)])
+        g = encode_texts_torch(model, token_ids.to(device), batch_size).float()
     model.train(was_training)
     return f, g
